@@ -1,0 +1,5 @@
+"""``python -m authsome``."""
+
+from authsome.cli.main import main
+
+main()

@@ -1,0 +1,427 @@
+"""The Authsome facade: the one place that wires the store, the providers, the login flows and the proxy.
+
+Everything the CLI does goes through here, so the library offers the same operations::
+
+    from authsome import Authsome
+    auth = Authsome()                      # $AUTHSOME_HOME or ~/.authsome, profile "default"
+    auth.headers_for("openai")            # {"Authorization": "Bearer sk-…"} (refreshed first if needed)
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from authsome.errors import AuthsomeError, CredentialMissing, RefreshFailed, UsageError
+from authsome.models import DEFAULT_CONNECTION, DEFAULT_PROFILE, ClientConfig, ConnectionInfo, Credential
+from authsome.paths import Home, check_name
+from authsome.secret import Secret
+from authsome.store import keysource
+from authsome.store.credentials import CredentialStore
+from authsome.store.vault import Vault
+
+if TYPE_CHECKING:
+    from authsome.flows.ui import FlowUI
+    from authsome.providers.registry import Registry
+    from authsome.providers.schema import Provider
+
+ProviderState = Literal["available", "configured", "connected"]
+ExportFormat = Literal["env", "shell", "json"]
+REVEALABLE_FIELDS = ("api_key", "access_token")
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    """One row of ``authsome list``: a provider and what this profile holds for it."""
+
+    name: str
+    display_name: str
+    auth_type: str
+    flow: str
+    source: str
+    state: ProviderState
+    connections: tuple[ConnectionInfo, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "auth_type": self.auth_type,
+            "flow": self.flow,
+            "source": self.source,
+            "state": self.state,
+            "connections": [c.redacted() for c in self.connections],
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``authsome doctor``."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint}
+
+
+@dataclass
+class LoginOptions:
+    """How ``login`` should obtain a credential; every field has a sensible default."""
+
+    connection: str = DEFAULT_CONNECTION
+    force: bool = False
+    flow: str | None = None
+    scopes: Sequence[str] | None = None
+    client_id: str | None = None
+    base_url: str | None = None
+    reset: bool = False
+    no_browser: bool = False
+    redirect_port: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Authsome:
+    """Credentials of one profile in one authsome home."""
+
+    def __init__(
+        self, home: Path | str | None = None, profile: str = DEFAULT_PROFILE, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.home = Home.resolve(Path(home) if home is not None else None)
+        self.profile = check_name("profile", profile)
+
+    # -- wiring --------------------------------------------------------------------------------------------------
+    @cached_property
+    def registry(self) -> Registry:
+        from authsome.providers.registry import Registry
+
+        return Registry(self.home.providers_dir)
+
+    @cached_property
+    def key_source(self) -> keysource.KeySource:
+        return keysource.select(self.home, self.env)
+
+    @cached_property
+    def store(self) -> CredentialStore:
+        vault = Vault(self.home.profile_dir(self.profile), self.profile, lambda: self.key_source)
+        return CredentialStore(vault)
+
+    def provider(self, name: str) -> Provider:
+        """The provider definition (a user file overrides a bundled one)."""
+        return self.registry.get(name)
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def list(self) -> list[ProviderStatus]:
+        """Every known provider with this profile's state for it."""
+        by_provider: dict[str, list[ConnectionInfo]] = {}
+        for info in self.store.connections():
+            by_provider.setdefault(info.provider, []).append(info)
+        _, configured = self.store.providers_with_state()
+        rows = []
+        for p in self.registry.all():
+            conns = tuple(by_provider.get(p.name, ()))
+            state: ProviderState = "connected" if conns else ("configured" if p.name in configured else "available")
+            rows.append(ProviderStatus(p.name, p.display_name, p.auth_type, p.flow, p.source, state, conns))
+        return rows
+
+    def get(self, provider: str, connection: str = DEFAULT_CONNECTION) -> ConnectionInfo:
+        """Metadata of one connection (never a secret)."""
+        self.provider(provider)
+        info = self.store.info(provider, connection)
+        if info is None:
+            raise _missing(provider, connection)
+        return info
+
+    def reveal(self, provider: str, connection: str = DEFAULT_CONNECTION, field: str = "api_key") -> Secret:
+        """One secret value, explicitly asked for. Refresh tokens never leave the store."""
+        if field not in REVEALABLE_FIELDS:
+            raise UsageError(
+                f"field {field!r} cannot be revealed",
+                f"choose one of {', '.join(REVEALABLE_FIELDS)}; refresh tokens never leave the store",
+            )
+        cred = self.credential(provider, connection)
+        value = getattr(cred, field)
+        if value is None:
+            raise UsageError(f"{provider}/{connection} has no {field}", f"it is a {cred.kind} credential")
+        return value  # type: ignore[no-any-return]
+
+    def credential(self, provider: str, connection: str = DEFAULT_CONNECTION) -> Credential:
+        """The usable credential of a connection, refreshed first when it is close to expiry."""
+        prov = self.provider(provider)
+        cred = self.store.load(provider, connection)
+        if cred.kind == "oauth2" and _needs_refresh(cred):
+            cred = self._refresh(prov, connection)
+        info = self.store.info(provider, connection)
+        if info is not None and info.status == "invalid":
+            raise CredentialMissing(
+                f"{provider}/{connection} is no longer valid" + (f" ({info.error})" if info.error else ""),
+                f"run `authsome login {provider}{_conn_flag(connection)} --force`",
+            )
+        return cred
+
+    def headers_for(self, provider: str, connection: str = DEFAULT_CONNECTION) -> dict[str, str]:
+        """The request headers that authenticate to ``provider`` (what the proxy injects)."""
+        prov = self.provider(provider)
+        name, value = prov.header(self.credential(provider, connection).secret_for_request().reveal())
+        return {name: value}
+
+    def export(
+        self, provider: str, connection: str = DEFAULT_CONNECTION, fmt: ExportFormat = "env", prefix: str = ""
+    ) -> str:
+        """The provider's export variables as ``env`` lines, ``shell`` exports (safe to eval) or ``json``."""
+        import json
+
+        prov = self.provider(provider)
+        cred = self.credential(provider, connection)
+        values: dict[str, str] = {}
+        for var, what in prov.export_env.items():
+            secret = cred.api_key if what == "api_key" else cred.access_token
+            if secret is not None:
+                values[f"{prefix}{var}"] = secret.reveal()
+        if not values:
+            raise UsageError(f"{provider} defines no export variables", f"use `authsome get {provider} --field ...`")
+        for var in values:
+            if not var.replace("_", "a").isalnum() or var[0].isdigit():
+                raise UsageError(f"--prefix {prefix!r} makes an invalid variable name {var!r}", "use letters, digits, _")
+        if fmt == "json":
+            return json.dumps(values, indent=2, sort_keys=True)
+        if fmt == "shell":
+            return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
+        return "\n".join(f"{k}={v}" for k, v in values.items())
+
+    # -- writing -------------------------------------------------------------------------------------------------
+    def login(
+        self,
+        provider: str,
+        options: LoginOptions | None = None,
+        *,
+        ui: FlowUI | None = None,
+        stdin: IO[str] | None = None,
+    ) -> ConnectionInfo:
+        """Obtain a credential through the provider's flow and store it; nothing is stored if anything fails."""
+        opts = options or LoginOptions()
+        check_name("connection", opts.connection)
+        prov = self.provider(provider)
+        if opts.base_url:
+            prov = prov.with_base_url(opts.base_url)
+        existing = self.store.info(provider, opts.connection)
+        if existing is not None and not opts.force and existing.status not in ("invalid", "revoked"):
+            raise UsageError(
+                f"{provider}/{opts.connection} is already connected",
+                f"use `authsome login {provider}{_conn_flag(opts.connection)} --force` to replace it",
+            )
+        if ui is None:
+            from authsome.flows.ui import PlainUI
+
+            ui = PlainUI()
+        if prov.auth_type == "api_key":
+            from authsome.flows.api_key import obtain_api_key
+
+            cred = obtain_api_key(prov, env=self.env, stdin=stdin or sys.stdin, ui=ui, allow_browser=not opts.no_browser)
+            client: ClientConfig | None = None
+        else:
+            from authsome.flows import oauth
+
+            stored_client = None if opts.reset else self.store.client(provider)
+            cred, client = oauth.login(
+                prov,
+                client=stored_client,
+                ui=ui,
+                env=self.env,
+                scopes=opts.scopes,
+                flow=opts.flow,
+                client_id=opts.client_id,
+                no_browser=opts.no_browser,
+                redirect_port=opts.redirect_port,
+            )
+        if opts.base_url:
+            cred = Credential(**{**cred.__dict__, "metadata": {**cred.metadata, "base_url": opts.base_url}})
+        with self.store.vault.transaction():
+            if client is not None:
+                self.store.save_client(provider, client)
+            self.store.save(provider, opts.connection, cred)
+        return self.get(provider, opts.connection)
+
+    def _refresh(self, prov: Provider, connection: str) -> Credential:
+        """Single-flight refresh: lock, re-read, refresh only if still needed, save access and rotated refresh token."""
+        from authsome.flows import refresh as refresh_flow
+
+        with self.store.vault.lock():
+            cred = self.store.load(prov.name, connection)
+            if not _needs_refresh(cred):
+                return cred
+            expired = (cred.seconds_left() or 0) <= 0
+            client = self.store.client(prov.name)
+            if cred.refresh_token is None or client is None:
+                if not expired:
+                    return cred
+                raise RefreshFailed(
+                    f"{prov.name}/{connection} expired and cannot be refreshed (no refresh token)",
+                    f"run `authsome login {prov.name}{_conn_flag(connection)} --force`",
+                )
+            try:
+                fresh = refresh_flow.refresh(prov, client, cred)
+            except RefreshFailed as exc:
+                if getattr(exc, "invalid_grant", False):
+                    self.store.set_status(prov.name, connection, "invalid", "refresh token rejected (invalid_grant)")
+                    raise RefreshFailed(
+                        f"{prov.name}/{connection}: the provider rejected the refresh token",
+                        f"run `authsome login {prov.name}{_conn_flag(connection)} --force`",
+                    ) from None
+                if not expired:
+                    return cred  # still usable; try again next time
+                raise
+            self.store.save(prov.name, connection, fresh)
+            return fresh
+
+    def logout(self, provider: str, connection: str = DEFAULT_CONNECTION) -> bool:
+        """Revoke one connection at the provider when it can (best effort), then delete it locally."""
+        prov = self.provider(provider)
+        if self.store.info(provider, connection) is None:
+            raise _missing(provider, connection)
+        self._revoke_remote(prov, connection, strict=False)
+        return bool(self.store.delete(provider, connection))
+
+    def revoke(self, provider: str) -> dict[str, Any]:
+        """Revoke every connection of ``provider`` at the provider, then delete them and the stored client."""
+        prov = self.provider(provider)
+        conns = self.store.connections(provider)
+        if not conns:
+            raise _missing(provider, DEFAULT_CONNECTION)
+        revoked = {c.name: self._revoke_remote(prov, c.name, strict=True) for c in conns}
+        with self.store.vault.transaction():
+            self.store.delete(provider)
+            self.store.delete_client(provider)
+        return {"provider": provider, "revoked_remotely": revoked, "removed": sorted(revoked)}
+
+    def remove(self, provider: str, connection: str | None = None) -> dict[str, Any]:
+        """Delete local state only (never contacts the provider); without ``connection`` also the user provider file."""
+        known = provider in self.registry.names()
+        with self.store.vault.transaction():
+            removed = self.store.delete(provider, connection)
+            client = self.store.delete_client(provider) if connection is None else False
+        uninstalled = self.registry.unregister(provider) if connection is None else False
+        if not (known or removed or client or uninstalled):
+            from authsome.errors import ProviderNotFound
+
+            raise ProviderNotFound(f"nothing stored for {provider!r}", "run `authsome list` to see what is stored")
+        if connection is not None and not removed:
+            raise _missing(provider, connection)
+        return {"provider": provider, "connections_removed": removed, "client_removed": client, "uninstalled": uninstalled}
+
+    def _revoke_remote(self, prov: Provider, connection: str, *, strict: bool) -> bool:
+        if prov.oauth is None or not prov.oauth.revocation_url:
+            return False
+        from authsome.flows import refresh as refresh_flow
+
+        try:
+            cred = self.store.load(prov.name, connection)
+            client = self.store.client(prov.name)
+            if client is None:
+                return False
+            return bool(refresh_flow.revoke(prov, client, cred))
+        except AuthsomeError:
+            if strict:
+                raise
+            return False
+
+    def register(self, path: Path | str, force: bool = False) -> Provider:
+        """Install a custom provider JSON file (a user file overrides a bundled one)."""
+        return self.registry.register(Path(path), force=force)
+
+    # -- about ---------------------------------------------------------------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        """Home, profile, key source and counts."""
+        config = self.home.read_config()
+        conns = self.store.connections()
+        return {
+            "home": str(self.home.root),
+            "profile": self.profile,
+            "profiles": self.home.profiles(),
+            "key_source": config.get("key_source") or "not chosen yet (chosen at first login)",
+            "connections": len(conns),
+            "providers_connected": sorted({c.provider for c in conns}),
+            "version": _version(),
+        }
+
+    def doctor(self) -> list[Check]:
+        """Health checks: layout and modes, key source, store round trip, provider files, proxy CA."""
+        from authsome import doctor
+
+        return doctor.run_checks(self)
+
+    # -- run -----------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        providers: Sequence[str] = (),
+        connections: Mapping[str, str] | None = None,
+        verbose: bool = False,
+        upstream_ca: Path | None = None,
+        allow_nested: bool = False,
+        confdir: Path | None = None,
+    ) -> int:
+        """Run ``command`` behind the credential-injecting proxy and return its exit code."""
+        from authsome.proxy.runner import Route, RunConfig, run_command
+
+        connections = dict(connections or {})
+        for name in list(providers) + list(connections):
+            self.provider(name)
+        wanted = set(providers) | set(connections)
+        by_provider: dict[str, ConnectionInfo] = {}
+        for info in self.store.connections():
+            chosen = connections.get(info.provider, DEFAULT_CONNECTION)
+            if info.name == chosen and (not wanted or info.provider in wanted):
+                by_provider[info.provider] = info
+        for name in wanted:
+            if name not in by_provider:
+                raise _missing(name, connections.get(name, DEFAULT_CONNECTION))
+        routes = [Route(provider=self.provider(p), connection=i.name) for p, i in sorted(by_provider.items())]
+        config = RunConfig(
+            command=list(command),
+            routes=routes,
+            headers_for=self.headers_for,
+            verbose=verbose,
+            upstream_ca=upstream_ca,
+            allow_nested=allow_nested,
+            confdir=confdir,
+        )
+        return run_command(config)
+
+
+def _needs_refresh(cred: Credential) -> bool:
+    if cred.expires_at is None:
+        return False
+    from authsome.flows.refresh import needs_refresh
+
+    return needs_refresh(cred, time.time())
+
+
+def _conn_flag(connection: str) -> str:
+    return "" if connection == DEFAULT_CONNECTION else f" --connection {connection}"
+
+
+def _missing(provider: str, connection: str) -> CredentialMissing:
+    return CredentialMissing(
+        f"no credential stored for {provider}/{connection}", f"run `authsome login {provider}{_conn_flag(connection)}`"
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("authsome")
+    except PackageNotFoundError:
+        return "0+unknown"

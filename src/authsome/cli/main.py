@@ -1,0 +1,327 @@
+"""``authsome`` command: global flags, one command per operation, errors caught in exactly one place."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from authsome.cli.output import Output, relative_expiry
+from authsome.errors import EXIT_CODES, AuthsomeError, UsageError
+
+if TYPE_CHECKING:
+    from authsome.api import Authsome
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EPILOG = "Exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()) + "."
+
+
+def _set_meta(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value not in (None, False):
+            ctx.meta[f"authsome.{key}"] = value
+
+    return callback
+
+
+def common_options(func: F) -> F:
+    """Flags accepted both before and after the command name (``authsome --json list`` = ``authsome list --json``)."""
+    options = [
+        click.option("--json", "json_", is_flag=True, expose_value=False, callback=_set_meta("json"),
+                     help="Machine-readable output."),
+        click.option("--profile", metavar="NAME", expose_value=False, callback=_set_meta("profile"),
+                     envvar="AUTHSOME_PROFILE", help="Profile to use (default: default)."),
+        click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_meta("verbose"),
+                     help="More detail; tracebacks on errors."),
+        click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_set_meta("quiet"),
+                     help="Print only what was asked for."),
+        click.option("--no-color", is_flag=True, expose_value=False, callback=_set_meta("no_color"),
+                     help="Plain output without colour."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def out() -> Output:
+    meta = click.get_current_context().meta
+    return Output(
+        json=bool(meta.get("authsome.json")),
+        quiet=bool(meta.get("authsome.quiet")),
+        verbose=bool(meta.get("authsome.verbose")),
+        no_color=bool(meta.get("authsome.no_color")),
+    )
+
+
+def api() -> Authsome:
+    from authsome.api import Authsome
+
+    meta = click.get_current_context().meta
+    return Authsome(profile=meta.get("authsome.profile") or "default")
+
+
+connection_option = click.option("--connection", "-c", default="default", show_default=True, metavar="NAME",
+                                 help="Named connection of the provider.")
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.version_option(package_name="authsome", message="authsome %(version)s")
+def cli() -> None:
+    """authsome: one encrypted store for your agents' API credentials, injected by a local proxy."""
+
+
+@cli.command("list")
+@common_options
+def list_cmd() -> None:
+    """Every known provider and its state (available / configured / connected)."""
+    o = out()
+    rows = api().list()
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for col in ("provider", "type", "state", "connections"):
+            table.add_column(col)
+        for row in rows:
+            conns = ", ".join(
+                f"{c.name} ({c.status}{', ' + relative_expiry(c.expires_at) if c.expires_at else ''})"
+                for c in row.connections
+            )
+            style = {"connected": "green", "configured": "yellow"}.get(row.state, "dim")
+            table.add_row(row.name, row.auth_type, f"[{style}]{row.state}[/]", conns)
+        o.console().print(table)
+
+    o.emit({"providers": [r.to_dict() for r in rows]}, human)
+
+
+@cli.command()
+@click.argument("provider")
+@connection_option
+@click.option("--field", metavar="NAME", help="Print one field (a secret needs --show-secret).")
+@click.option("--show-secret", is_flag=True, help="Allow --field to print a secret value.")
+@common_options
+def get(provider: str, connection: str, field: str | None, show_secret: bool) -> None:
+    """A connection's metadata; secrets stay redacted unless asked for with --field NAME --show-secret."""
+    o = out()
+    auth = api()
+    info = auth.get(provider, connection)
+    data = info.redacted()
+    if field is None:
+        def human() -> None:
+            for key, value in data.items():
+                if value not in (None, [], {}):
+                    shown = relative_expiry(value) if key == "expires_at" else value
+                    click.echo(f"{key}: {shown}")
+            click.echo("secret: *** (use --field api_key|access_token --show-secret)")
+
+        o.emit(data, human)
+        return
+    from authsome.api import REVEALABLE_FIELDS
+
+    if field in REVEALABLE_FIELDS or field in ("refresh_token", "id_token", "client_secret"):
+        if not show_secret:
+            raise UsageError(f"{field} is a secret", f"add --show-secret to print it")
+        value: Any = auth.reveal(provider, connection, field).reveal()
+    elif field in data:
+        value = data[field]
+    else:
+        raise UsageError(f"unknown field {field!r}", "fields: " + ", ".join([*data, *REVEALABLE_FIELDS]))
+    o.emit({field: value}, lambda: click.echo(value if not isinstance(value, (list, tuple)) else " ".join(value)))
+
+
+@cli.command()
+@click.argument("provider")
+@common_options
+def inspect(provider: str) -> None:
+    """A provider's definition (hosts, headers, flow) and this profile's connections to it."""
+    o = out()
+    auth = api()
+    prov = auth.provider(provider)
+    conns = [c.redacted() for c in auth.store.connections(provider)]
+    data = {"provider": prov.to_dict(), "source": prov.source, "connections": conns}
+
+    def human() -> None:
+        import json
+
+        click.echo(json.dumps(prov.to_dict(), indent=2))
+        click.echo(f"source: {prov.source}" + (f" ({prov.path})" if prov.path else ""))
+        click.echo("connections: " + (", ".join(f"{c['connection']} ({c['status']})" for c in conns) or "none"))
+
+    o.emit(data, human)
+
+
+@cli.command()
+@click.argument("provider")
+@connection_option
+@click.option("--force", is_flag=True, help="Replace an existing connection.")
+@click.option("--flow", type=click.Choice(["pkce", "device_code", "dcr_pkce", "api_key"]), help="Override the flow.")
+@click.option("--scopes", metavar="A,B", help="Comma-separated scopes to request.")
+@click.option("--client-id", metavar="ID", help="OAuth client id (the secret is never taken from the command line).")
+@click.option("--base-url", metavar="URL", help="Base URL of a self-hosted instance.")
+@click.option("--reset", is_flag=True, help="Ask for the OAuth client credentials again.")
+@click.option("--no-browser", is_flag=True, help="Print URLs instead of opening a browser.")
+@click.option("--redirect-port", type=int, metavar="PORT", help="Loopback port for the OAuth redirect.")
+@common_options
+def login(provider: str, connection: str, force: bool, flow: str | None, scopes: str | None, client_id: str | None,
+          base_url: str | None, reset: bool, no_browser: bool, redirect_port: int | None) -> None:
+    """Log in once: an API key (env var, stdin, masked prompt or local browser form) or an OAuth flow."""
+    from authsome.api import LoginOptions
+    from authsome.cli.ui import ConsoleUI
+
+    o = out()
+    opts = LoginOptions(
+        connection=connection, force=force, flow=flow, client_id=client_id, base_url=base_url, reset=reset,
+        no_browser=no_browser, redirect_port=redirect_port,
+        scopes=[s.strip() for s in scopes.split(",") if s.strip()] if scopes else None,
+    )
+    info = api().login(provider, opts, ui=ConsoleUI(o))
+    o.emit(info.redacted(), lambda: o.console().print(
+        f"[green]✓[/] {provider}/{connection} connected" + (f" as {info.account}" if info.account else "")))
+
+
+@cli.command()
+@click.argument("provider")
+@connection_option
+@click.option("--format", "fmt", type=click.Choice(["env", "shell", "json"]), default="env", show_default=True)
+@click.option("--prefix", default="", metavar="PREFIX", help="Prefix for every variable name.")
+@common_options
+def export(provider: str, connection: str, fmt: str, prefix: str) -> None:
+    """Print the credential as environment variables, for tools that cannot use the proxy."""
+    text = api().export(provider, connection, fmt, prefix)  # type: ignore[arg-type]
+    click.echo(text)
+
+
+@cli.command()
+@click.argument("provider")
+@connection_option
+@common_options
+def logout(provider: str, connection: str) -> None:
+    """Log out of one connection (revoked at the provider when it supports that)."""
+    o = out()
+    api().logout(provider, connection)
+    o.emit({"provider": provider, "connection": connection, "logged_out": True},
+           lambda: o.console().print(f"{provider}/{connection} logged out"))
+
+
+@cli.command()
+@click.argument("provider")
+@common_options
+def revoke(provider: str) -> None:
+    """Revoke every connection of a provider remotely (where supported), then delete them locally."""
+    o = out()
+    result = api().revoke(provider)
+    o.emit(result, lambda: o.console().print(f"{provider}: revoked and removed {', '.join(result['removed'])}"))
+
+
+@cli.command()
+@click.argument("provider")
+@click.option("--connection", "-c", default=None, metavar="NAME", help="Only this connection.")
+@common_options
+def remove(provider: str, connection: str | None) -> None:
+    """Delete local state only (never contacts the provider); also uninstalls a user provider file."""
+    o = out()
+    result = api().remove(provider, connection)
+    o.emit(result, lambda: o.console().print(f"{provider}: removed locally"))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace a user provider of the same name.")
+@common_options
+def register(file: Path, force: bool) -> None:
+    """Install a custom provider from a JSON file (overrides a bundled one of the same name)."""
+    o = out()
+    prov = api().register(file, force=force)
+    o.emit({"registered": prov.name, "path": str(prov.path)},
+           lambda: o.console().print(f"registered provider {prov.name}"))
+
+
+@cli.command()
+@common_options
+def whoami() -> None:
+    """Home, profile and where the master key is kept."""
+    o = out()
+    data = api().whoami()
+    o.emit(data, lambda: [click.echo(f"{k}: {', '.join(v) if isinstance(v, list) else v}") for k, v in data.items()])
+
+
+@cli.command()
+@common_options
+def doctor() -> None:
+    """Check the home, key source, store, provider files and proxy CA."""
+    o = out()
+    checks = api().doctor()
+
+    def human() -> None:
+        for c in checks:
+            mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
+            o.console().print(f"{mark} {c.name}: {c.detail}" + (f"\n      fix: {c.hint}" if c.hint else ""))
+
+    o.emit({"ok": all(c.ok for c in checks), "checks": [c.to_dict() for c in checks]}, human)
+    if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--provider", "-p", "providers", multiple=True, metavar="NAME",
+              help="Only inject these providers (default: every connected one).")
+@click.option("--connection", "-c", "connections", multiple=True, metavar="PROVIDER=NAME",
+              help="Use a non-default connection of a provider.")
+@click.option("--upstream-ca", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Extra CA bundle to trust for upstream servers.")
+@click.option("--allow-nested", is_flag=True, help="Allow running inside another `authsome run`.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@common_options
+def run(providers: tuple[str, ...], connections: tuple[str, ...], upstream_ca: Path | None, allow_nested: bool,
+        command: tuple[str, ...]) -> None:
+    """Run COMMAND behind a local proxy that injects credentials; exits with COMMAND's exit code.
+
+    Example: authsome run -- python my_agent.py
+    """
+    pairs = {}
+    for item in connections:
+        prov, sep, name = item.partition("=")
+        if not sep or not prov or not name:
+            raise UsageError(f"--connection {item!r} is not PROVIDER=NAME", "e.g. --connection github=work")
+        pairs[prov] = name
+    o = out()
+    code = api().run(list(command), providers=providers, connections=pairs, verbose=o.verbose,
+                     upstream_ca=upstream_ca, allow_nested=allow_nested)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI and turn every AuthsomeError into one line and its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
+    json_mode = "--json" in args
+    try:
+        cli.main(args=args, prog_name="authsome", standalone_mode=False)
+    except AuthsomeError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        Output(json=json_mode).error(exc)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so without echoing a message that might hold a value
+        if verbose:
+            raise
+        sys.stderr.write(f"Error: unexpected {type(exc).__name__}\nHint: run again with --verbose and report it\n")
+        sys.exit(1)
+    sys.exit(0)

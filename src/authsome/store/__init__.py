@@ -1,0 +1,1 @@
+"""The encrypted per-profile credential store."""

@@ -1,0 +1,23 @@
+"""Shared fixtures: every test gets its own AUTHSOME_HOME and a clean authsome environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_SCRUB = ("AUTHSOME_", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN", "HTTP_PROXY", "HTTPS_PROXY",
+          "http_proxy", "https_proxy", "PYTHON_KEYRING_BACKEND")
+
+
+@pytest.fixture(autouse=True)
+def authsome_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh home per test, with the file key source (no OS keyring on test machines)."""
+    for name in list(os.environ):
+        if name.startswith(_SCRUB):
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "authsome-home"
+    monkeypatch.setenv("AUTHSOME_HOME", str(home))
+    monkeypatch.setenv("AUTHSOME_KEY_SOURCE", "file")
+    return home
