@@ -1,0 +1,213 @@
+"""The everyday commands, driven through the real console script against a real home on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+from pathlib import Path
+
+from tests.cli.conftest import Runner
+
+KEY = "sk-proj-TESTKEY0123456789abcdefghij"
+
+
+def login_openai(authsome: Runner, key: str = KEY, *args: str) -> None:
+    res = authsome("login", "openai", *args, env={"OPENAI_API_KEY": key})
+    assert res.code == 0, res.err
+
+
+def assert_no_key(res: object, key: str = KEY) -> None:
+    assert key not in res.out and key not in res.err  # type: ignore[attr-defined]
+
+
+def test_list_on_a_fresh_machine_creates_a_private_home(authsome: Runner, authsome_home: Path) -> None:
+    res = authsome("list", "--json")
+    assert res.code == 0, res.err
+    providers = {p["name"]: p for p in res.json()["providers"]}
+    assert len(providers) >= 45
+    assert providers["openai"]["state"] == "available"
+    assert stat.S_IMODE(authsome_home.stat().st_mode) == 0o700
+    for d, dirs, files in os.walk(authsome_home):
+        for f in files:
+            assert stat.S_IMODE(Path(d, f).stat().st_mode) == 0o600
+
+
+def test_login_from_env_then_list_get_and_reveal(authsome: Runner, authsome_home: Path) -> None:
+    login_openai(authsome)
+    listed = {p["name"]: p for p in authsome("list", "--json").json()["providers"]}
+    assert listed["openai"]["state"] == "connected"
+    assert listed["openai"]["connections"][0]["status"] == "connected"
+    got = authsome("get", "openai", "--json")
+    assert got.code == 0 and got.json()["status"] == "connected"
+    assert_no_key(got)
+    human = authsome("get", "openai")
+    assert "***" in human.out
+    assert_no_key(human)
+    refused = authsome("get", "openai", "--field", "api_key")
+    assert refused.code == 2 and "--show-secret" in refused.err
+    assert_no_key(refused)
+    shown = authsome("get", "openai", "--field", "api_key", "--show-secret")
+    assert shown.code == 0 and shown.out.strip() == KEY
+
+
+def test_login_from_stdin_pipe(authsome: Runner) -> None:
+    res = authsome("login", "anthropic", input="sk-ant-api03-PIPEDKEY0123456789\n")
+    assert res.code == 0, res.err
+    assert authsome("get", "anthropic", "--field", "api_key", "--show-secret").out.strip() == (
+        "sk-ant-api03-PIPEDKEY0123456789"
+    )
+
+
+def test_second_login_needs_force_and_keeps_the_first(authsome: Runner) -> None:
+    login_openai(authsome)
+    again = authsome("login", "openai", env={"OPENAI_API_KEY": "sk-other-0123456789abcdef"})
+    assert again.code == 2 and "--force" in again.err
+    assert authsome("get", "openai", "--field", "api_key", "--show-secret").out.strip() == KEY
+    login_openai(authsome, "sk-other-0123456789abcdef", "--force")
+    assert authsome("get", "openai", "--field", "api_key", "--show-secret").out.strip() == "sk-other-0123456789abcdef"
+
+
+def test_bad_keys_are_refused_without_echoing_them(authsome: Runner, authsome_home: Path) -> None:
+    bad = authsome("login", "openai", env={"OPENAI_API_KEY": "not-an-openai-key-SECRETISH"})
+    assert bad.code == 2
+    assert "not-an-openai-key-SECRETISH" not in bad.err + bad.out
+    ctrl = authsome("login", "anthropic", input="sk-ant-abc\x1b[31mdef\n")
+    assert ctrl.code == 2 and "control" in ctrl.err.lower()
+    assert authsome("get", "openai").code == 5
+
+
+def test_connections_are_named(authsome: Runner) -> None:
+    login_openai(authsome)
+    res = authsome("login", "openai", "--connection", "work", env={"OPENAI_API_KEY": "sk-work-0123456789abcdef"})
+    assert res.code == 0, res.err
+    assert authsome("get", "openai", "-c", "work", "--field", "api_key", "--show-secret").out.strip() == (
+        "sk-work-0123456789abcdef"
+    )
+    conns = {c["connection"] for c in authsome("inspect", "openai", "--json").json()["connections"]}
+    assert conns == {"default", "work"}
+
+
+def test_export_formats(authsome: Runner) -> None:
+    tricky = "sk-it's-$(whoami)-`id`-0123456789"
+    res = authsome("login", "openai", env={"OPENAI_API_KEY": tricky})
+    if res.code != 0:  # the bundled openai key_pattern may refuse this shape; use a provider without one
+        raise AssertionError(res.err)
+    env_out = authsome("export", "openai", "--format", "env").out
+    assert f"OPENAI_API_KEY={tricky}" in env_out
+    as_json = json.loads(authsome("export", "openai", "--format", "json").out)
+    assert as_json == {"OPENAI_API_KEY": tricky}
+    shell = authsome("export", "openai", "--format", "shell", "--prefix", "MY_").out
+    evaluated = subprocess.run(["bash", "-c", f"{shell}\nprintf %s \"$MY_OPENAI_API_KEY\""], capture_output=True,
+                               text=True, check=True)
+    assert evaluated.stdout == tricky
+
+
+def test_logout_and_remove(authsome: Runner, authsome_home: Path) -> None:
+    login_openai(authsome)
+    assert authsome("logout", "openai").code == 0
+    assert authsome("get", "openai").code == 5
+    login_openai(authsome)
+    assert authsome("remove", "openai", "--json").code == 0
+    assert authsome("get", "openai").code == 5
+
+
+def test_unknown_provider_suggests_a_name(authsome: Runner) -> None:
+    res = authsome("get", "opneai")
+    assert res.code == 3
+    assert "openai" in res.err and res.err.startswith("Error:")
+    assert "Traceback" not in res.err
+
+
+def test_errors_are_json_with_json_flag(authsome: Runner) -> None:
+    res = authsome("get", "openai", "--json")
+    assert res.code == 5
+    assert res.json()["exit_code"] == 5 and "authsome login openai" in res.json()["hint"]
+
+
+def test_register_custom_provider_and_override(authsome: Runner, tmp_path: Path) -> None:
+    acme = {
+        "schema_version": 1, "name": "acme", "display_name": "Acme", "auth_type": "api_key", "flow": "api_key",
+        "api_key": {"header_name": "X-Acme-Key", "header_prefix": "", "env_var": "ACME_KEY"},
+        "host_url": "api.acme.test", "export": {"env": {"ACME_KEY": "api_key"}},
+    }
+    path = tmp_path / "acme.json"
+    path.write_text(json.dumps(acme))
+    assert authsome("register", str(path)).code == 0
+    assert authsome("register", str(path)).code == 2  # exists: needs --force
+    assert authsome("register", str(path), "--force").code == 0
+    assert authsome("login", "acme", env={"ACME_KEY": "acme-secret-1"}).code == 0
+    inspected = authsome("inspect", "acme", "--json").json()
+    assert inspected["source"] == "user"
+    override = {**acme, "name": "openai", "display_name": "My OpenAI"}
+    path.write_text(json.dumps(override))
+    assert authsome("register", str(path)).code == 0
+    assert authsome("inspect", "openai", "--json").json()["provider"]["display_name"] == "My OpenAI"
+    assert authsome("remove", "openai").code == 0
+    assert authsome("inspect", "openai", "--json").json()["source"] == "bundled"
+
+
+def test_register_rejects_bad_files(authsome: Runner, tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    res = authsome("register", str(path))
+    assert res.code == 2 and "bad.json" in res.err
+    path.write_text(json.dumps({"schema_version": 1, "name": "evil", "display_name": "Evil", "auth_type": "api_key",
+                                "flow": "api_key", "host_url": "regex:.*", "api_key": {"env_var": "EVIL"}}))
+    res = authsome("register", str(path))
+    assert res.code == 2 and "host_url" in res.err
+    assert "evil" not in {p["name"] for p in authsome("list", "--json").json()["providers"]}
+
+
+def test_tampered_record_is_named_and_others_still_listed(authsome: Runner, authsome_home: Path) -> None:
+    login_openai(authsome)
+    assert authsome("login", "anthropic", input="sk-ant-api03-OTHERKEY0123456\n").code == 0
+    db = sqlite3.connect(authsome_home / "profiles" / "default" / "store.db")
+    doc = json.loads(db.execute("SELECT value FROM records WHERE key='connection/openai/default'").fetchone()[0])
+    ct = doc["secrets"]["api_key"]["ciphertext"]
+    doc["secrets"]["api_key"]["ciphertext"] = ("A" if ct[0] != "A" else "B") + ct[1:]
+    db.execute("UPDATE records SET value=? WHERE key='connection/openai/default'", (json.dumps(doc),))
+    db.commit()
+    db.close()
+    listed = authsome("list", "--json")
+    assert listed.code == 0
+    states = {p["name"]: p["state"] for p in listed.json()["providers"]}
+    assert states["anthropic"] == "connected"
+    res = authsome("export", "openai")
+    assert res.code == 7 and "openai/default" in res.err and "Traceback" not in res.err
+    doctor = authsome("doctor", "--json")
+    assert doctor.code == 1
+    assert any(not c["ok"] and "openai/default" in c["detail"] for c in doctor.json()["checks"])
+
+
+def test_profiles_are_separate(authsome: Runner) -> None:
+    login_openai(authsome)
+    assert authsome("--profile", "work", "get", "openai").code == 5
+    assert authsome("get", "openai", "--profile", "work").code == 5
+    assert authsome("get", "openai").code == 0
+
+
+def test_whoami_and_doctor(authsome: Runner, authsome_home: Path) -> None:
+    login_openai(authsome)
+    who = authsome("whoami", "--json").json()
+    assert who["home"] == str(authsome_home) and who["key_source"] == "file" and who["profile"] == "default"
+    doc = authsome("doctor", "--json")
+    assert doc.code == 0, doc.out
+    assert {c["check"] for c in doc.json()["checks"]} >= {"layout", "key source", "store round trip"}
+
+
+def test_symlinked_home_is_refused(authsome: Runner, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    res = authsome("list", env={"AUTHSOME_HOME": str(link)})
+    assert res.code == 7 and "symlink" in res.err
+
+
+def test_usage_errors_exit_2(authsome: Runner) -> None:
+    assert authsome("export", "openai", "--format", "yaml").code == 2
+    assert authsome("frobnicate").code == 2
+    assert authsome("login", "openai", "--connection", "Bad Name!").code == 2
