@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
-_SCRUB = ("AUTHSOME_", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN", "HTTP_PROXY", "HTTPS_PROXY",
-          "http_proxy", "https_proxy", "PYTHON_KEYRING_BACKEND")
+_SCRUB = (
+    "AUTHSOME_",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GITHUB_TOKEN",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "PYTHON_KEYRING_BACKEND",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ Everything the CLI does goes through here, so the library offers the same operat
 
 from __future__ import annotations
 
+import builtins
 import os
 import shlex
 import sys
@@ -192,7 +193,9 @@ class Authsome:
             raise UsageError(f"{provider} defines no export variables", f"use `authsome get {provider} --field ...`")
         for var in values:
             if not var.replace("_", "a").isalnum() or var[0].isdigit():
-                raise UsageError(f"--prefix {prefix!r} makes an invalid variable name {var!r}", "use letters, digits, _")
+                raise UsageError(
+                    f"--prefix {prefix!r} makes an invalid variable name {var!r}", "use letters, digits, _"
+                )
         if fmt == "json":
             return json.dumps(values, indent=2, sort_keys=True)
         if fmt == "shell":
@@ -227,7 +230,9 @@ class Authsome:
         if prov.auth_type == "api_key":
             from authsome.flows.api_key import obtain_api_key
 
-            cred = obtain_api_key(prov, env=self.env, stdin=stdin or sys.stdin, ui=ui, allow_browser=not opts.no_browser)
+            cred = obtain_api_key(
+                prov, env=self.env, stdin=stdin or sys.stdin, ui=ui, allow_browser=not opts.no_browser
+            )
             client: ClientConfig | None = None
         else:
             from authsome.flows import oauth
@@ -270,7 +275,7 @@ class Authsome:
                     f"run `authsome login {prov.name}{_conn_flag(connection)} --force`",
                 )
             try:
-                fresh = refresh_flow.refresh(prov, client, cred)
+                fresh: Credential = refresh_flow.refresh(prov, client, cred)
             except RefreshFailed as exc:
                 if getattr(exc, "invalid_grant", False):
                     self.store.set_status(prov.name, connection, "invalid", "refresh token rejected (invalid_grant)")
@@ -317,7 +322,12 @@ class Authsome:
             raise ProviderNotFound(f"nothing stored for {provider!r}", "run `authsome list` to see what is stored")
         if connection is not None and not removed:
             raise _missing(provider, connection)
-        return {"provider": provider, "connections_removed": removed, "client_removed": client, "uninstalled": uninstalled}
+        return {
+            "provider": provider,
+            "connections_removed": removed,
+            "client_removed": client,
+            "uninstalled": uninstalled,
+        }
 
     def _revoke_remote(self, prov: Provider, connection: str, *, strict: bool) -> bool:
         if prov.oauth is None or not prov.oauth.revocation_url:
@@ -354,7 +364,7 @@ class Authsome:
             "version": _version(),
         }
 
-    def doctor(self) -> list[Check]:
+    def doctor(self) -> builtins.list[Check]:
         """Health checks: layout and modes, key source, store round trip, provider files, proxy CA."""
         from authsome import doctor
 
@@ -397,7 +407,7 @@ class Authsome:
             allow_nested=allow_nested,
             confdir=confdir,
         )
-        return run_command(config)
+        return int(run_command(config))
 
 
 def _needs_refresh(cred: Credential) -> bool:

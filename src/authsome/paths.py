@@ -39,7 +39,7 @@ def check_name(kind: str, name: str) -> str:
     if not _NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid {kind} name {name!r}",
-            f"use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+            "use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
         )
     return name
 
@@ -74,7 +74,9 @@ def ensure_private_dir(path: Path) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise StoreUnavailable(f"{path} is not a directory", "remove it or set AUTHSOME_HOME elsewhere")
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise StoreUnavailable(f"{path} is owned by another user; refusing to use it", "set AUTHSOME_HOME to a directory you own")
+        raise StoreUnavailable(
+            f"{path} is owned by another user; refusing to use it", "set AUTHSOME_HOME to a directory you own"
+        )
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, DIR_MODE)
     return path

@@ -30,7 +30,7 @@ def test_list_on_a_fresh_machine_creates_a_private_home(authsome: Runner, authso
     assert len(providers) >= 45
     assert providers["openai"]["state"] == "available"
     assert stat.S_IMODE(authsome_home.stat().st_mode) == 0o700
-    for d, dirs, files in os.walk(authsome_home):
+    for d, _dirs, files in os.walk(authsome_home):
         for f in files:
             assert stat.S_IMODE(Path(d, f).stat().st_mode) == 0o600
 
@@ -100,8 +100,9 @@ def test_export_formats(authsome: Runner) -> None:
     as_json = json.loads(authsome("export", "openai", "--format", "json").out)
     assert as_json == {"OPENAI_API_KEY": tricky}
     shell = authsome("export", "openai", "--format", "shell", "--prefix", "MY_").out
-    evaluated = subprocess.run(["bash", "-c", f"{shell}\nprintf %s \"$MY_OPENAI_API_KEY\""], capture_output=True,
-                               text=True, check=True)
+    evaluated = subprocess.run(
+        ["bash", "-c", f'{shell}\nprintf %s "$MY_OPENAI_API_KEY"'], capture_output=True, text=True, check=True
+    )
     assert evaluated.stdout == tricky
 
 
@@ -129,9 +130,14 @@ def test_errors_are_json_with_json_flag(authsome: Runner) -> None:
 
 def test_register_custom_provider_and_override(authsome: Runner, tmp_path: Path) -> None:
     acme = {
-        "schema_version": 1, "name": "acme", "display_name": "Acme", "auth_type": "api_key", "flow": "api_key",
+        "schema_version": 1,
+        "name": "acme",
+        "display_name": "Acme",
+        "auth_type": "api_key",
+        "flow": "api_key",
         "api_key": {"header_name": "X-Acme-Key", "header_prefix": "", "env_var": "ACME_KEY"},
-        "host_url": "api.acme.test", "export": {"env": {"ACME_KEY": "api_key"}},
+        "host_url": "api.acme.test",
+        "export": {"env": {"ACME_KEY": "api_key"}},
     }
     path = tmp_path / "acme.json"
     path.write_text(json.dumps(acme))
@@ -154,8 +160,19 @@ def test_register_rejects_bad_files(authsome: Runner, tmp_path: Path) -> None:
     path.write_text("{not json")
     res = authsome("register", str(path))
     assert res.code == 2 and "bad.json" in res.err
-    path.write_text(json.dumps({"schema_version": 1, "name": "evil", "display_name": "Evil", "auth_type": "api_key",
-                                "flow": "api_key", "host_url": "regex:.*", "api_key": {"env_var": "EVIL"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "name": "evil",
+                "display_name": "Evil",
+                "auth_type": "api_key",
+                "flow": "api_key",
+                "host_url": "regex:.*",
+                "api_key": {"env_var": "EVIL"},
+            }
+        )
+    )
     res = authsome("register", str(path))
     assert res.code == 2 and "host_url" in res.err
     assert "evil" not in {p["name"] for p in authsome("list", "--json").json()["providers"]}

@@ -31,16 +31,45 @@ def _set_meta(key: str) -> Callable[[click.Context, click.Parameter, Any], None]
 def common_options(func: F) -> F:
     """Flags accepted both before and after the command name (``authsome --json list`` = ``authsome list --json``)."""
     options = [
-        click.option("--json", "json_", is_flag=True, expose_value=False, callback=_set_meta("json"),
-                     help="Machine-readable output."),
-        click.option("--profile", metavar="NAME", expose_value=False, callback=_set_meta("profile"),
-                     envvar="AUTHSOME_PROFILE", help="Profile to use (default: default)."),
-        click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_meta("verbose"),
-                     help="More detail; tracebacks on errors."),
-        click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_set_meta("quiet"),
-                     help="Print only what was asked for."),
-        click.option("--no-color", is_flag=True, expose_value=False, callback=_set_meta("no_color"),
-                     help="Plain output without colour."),
+        click.option(
+            "--json",
+            "json_",
+            is_flag=True,
+            expose_value=False,
+            callback=_set_meta("json"),
+            help="Machine-readable output.",
+        ),
+        click.option(
+            "--profile",
+            metavar="NAME",
+            expose_value=False,
+            callback=_set_meta("profile"),
+            envvar="AUTHSOME_PROFILE",
+            help="Profile to use (default: default).",
+        ),
+        click.option(
+            "--verbose",
+            "-v",
+            is_flag=True,
+            expose_value=False,
+            callback=_set_meta("verbose"),
+            help="More detail; tracebacks on errors.",
+        ),
+        click.option(
+            "--quiet",
+            "-q",
+            is_flag=True,
+            expose_value=False,
+            callback=_set_meta("quiet"),
+            help="Print only what was asked for.",
+        ),
+        click.option(
+            "--no-color",
+            is_flag=True,
+            expose_value=False,
+            callback=_set_meta("no_color"),
+            help="Plain output without colour.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -64,8 +93,9 @@ def api() -> Authsome:
     return Authsome(profile=meta.get("authsome.profile") or "default")
 
 
-connection_option = click.option("--connection", "-c", default="default", show_default=True, metavar="NAME",
-                                 help="Named connection of the provider.")
+connection_option = click.option(
+    "--connection", "-c", default="default", show_default=True, metavar="NAME", help="Named connection of the provider."
+)
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +143,7 @@ def get(provider: str, connection: str, field: str | None, show_secret: bool) ->
     info = auth.get(provider, connection)
     data = info.redacted()
     if field is None:
+
         def human() -> None:
             for key, value in data.items():
                 if value not in (None, [], {}):
@@ -126,7 +157,7 @@ def get(provider: str, connection: str, field: str | None, show_secret: bool) ->
 
     if field in REVEALABLE_FIELDS or field in ("refresh_token", "id_token", "client_secret"):
         if not show_secret:
-            raise UsageError(f"{field} is a secret", f"add --show-secret to print it")
+            raise UsageError(f"{field} is a secret", "add --show-secret to print it")
         value: Any = auth.reveal(provider, connection, field).reveal()
     elif field in data:
         value = data[field]
@@ -168,21 +199,41 @@ def inspect(provider: str) -> None:
 @click.option("--no-browser", is_flag=True, help="Print URLs instead of opening a browser.")
 @click.option("--redirect-port", type=int, metavar="PORT", help="Loopback port for the OAuth redirect.")
 @common_options
-def login(provider: str, connection: str, force: bool, flow: str | None, scopes: str | None, client_id: str | None,
-          base_url: str | None, reset: bool, no_browser: bool, redirect_port: int | None) -> None:
+def login(
+    provider: str,
+    connection: str,
+    force: bool,
+    flow: str | None,
+    scopes: str | None,
+    client_id: str | None,
+    base_url: str | None,
+    reset: bool,
+    no_browser: bool,
+    redirect_port: int | None,
+) -> None:
     """Log in once: an API key (env var, stdin, masked prompt or local browser form) or an OAuth flow."""
     from authsome.api import LoginOptions
     from authsome.cli.ui import ConsoleUI
 
     o = out()
     opts = LoginOptions(
-        connection=connection, force=force, flow=flow, client_id=client_id, base_url=base_url, reset=reset,
-        no_browser=no_browser, redirect_port=redirect_port,
+        connection=connection,
+        force=force,
+        flow=flow,
+        client_id=client_id,
+        base_url=base_url,
+        reset=reset,
+        no_browser=no_browser,
+        redirect_port=redirect_port,
         scopes=[s.strip() for s in scopes.split(",") if s.strip()] if scopes else None,
     )
     info = api().login(provider, opts, ui=ConsoleUI(o))
-    o.emit(info.redacted(), lambda: o.console().print(
-        f"[green]✓[/] {provider}/{connection} connected" + (f" as {info.account}" if info.account else "")))
+    o.emit(
+        info.redacted(),
+        lambda: o.console().print(
+            f"[green]✓[/] {provider}/{connection} connected" + (f" as {info.account}" if info.account else "")
+        ),
+    )
 
 
 @cli.command()
@@ -205,8 +256,10 @@ def logout(provider: str, connection: str) -> None:
     """Log out of one connection (revoked at the provider when it supports that)."""
     o = out()
     api().logout(provider, connection)
-    o.emit({"provider": provider, "connection": connection, "logged_out": True},
-           lambda: o.console().print(f"{provider}/{connection} logged out"))
+    o.emit(
+        {"provider": provider, "connection": connection, "logged_out": True},
+        lambda: o.console().print(f"{provider}/{connection} logged out"),
+    )
 
 
 @cli.command()
@@ -238,8 +291,9 @@ def register(file: Path, force: bool) -> None:
     """Install a custom provider from a JSON file (overrides a bundled one of the same name)."""
     o = out()
     prov = api().register(file, force=force)
-    o.emit({"registered": prov.name, "path": str(prov.path)},
-           lambda: o.console().print(f"registered provider {prov.name}"))
+    o.emit(
+        {"registered": prov.name, "path": str(prov.path)}, lambda: o.console().print(f"registered provider {prov.name}")
+    )
 
 
 @cli.command()
@@ -248,7 +302,12 @@ def whoami() -> None:
     """Home, profile and where the master key is kept."""
     o = out()
     data = api().whoami()
-    o.emit(data, lambda: [click.echo(f"{k}: {', '.join(v) if isinstance(v, list) else v}") for k, v in data.items()])
+
+    def human() -> None:
+        for key, value in data.items():
+            click.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+
+    o.emit(data, human)
 
 
 @cli.command()
@@ -269,17 +328,37 @@ def doctor() -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--provider", "-p", "providers", multiple=True, metavar="NAME",
-              help="Only inject these providers (default: every connected one).")
-@click.option("--connection", "-c", "connections", multiple=True, metavar="PROVIDER=NAME",
-              help="Use a non-default connection of a provider.")
-@click.option("--upstream-ca", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Extra CA bundle to trust for upstream servers.")
+@click.option(
+    "--provider",
+    "-p",
+    "providers",
+    multiple=True,
+    metavar="NAME",
+    help="Only inject these providers (default: every connected one).",
+)
+@click.option(
+    "--connection",
+    "-c",
+    "connections",
+    multiple=True,
+    metavar="PROVIDER=NAME",
+    help="Use a non-default connection of a provider.",
+)
+@click.option(
+    "--upstream-ca",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Extra CA bundle to trust for upstream servers.",
+)
 @click.option("--allow-nested", is_flag=True, help="Allow running inside another `authsome run`.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @common_options
-def run(providers: tuple[str, ...], connections: tuple[str, ...], upstream_ca: Path | None, allow_nested: bool,
-        command: tuple[str, ...]) -> None:
+def run(
+    providers: tuple[str, ...],
+    connections: tuple[str, ...],
+    upstream_ca: Path | None,
+    allow_nested: bool,
+    command: tuple[str, ...],
+) -> None:
     """Run COMMAND behind a local proxy that injects credentials; exits with COMMAND's exit code.
 
     Example: authsome run -- python my_agent.py
@@ -291,8 +370,14 @@ def run(providers: tuple[str, ...], connections: tuple[str, ...], upstream_ca: P
             raise UsageError(f"--connection {item!r} is not PROVIDER=NAME", "e.g. --connection github=work")
         pairs[prov] = name
     o = out()
-    code = api().run(list(command), providers=providers, connections=pairs, verbose=o.verbose,
-                     upstream_ca=upstream_ca, allow_nested=allow_nested)
+    code = api().run(
+        list(command),
+        providers=providers,
+        connections=pairs,
+        verbose=o.verbose,
+        upstream_ca=upstream_ca,
+        allow_nested=allow_nested,
+    )
     sys.exit(code)
 
 

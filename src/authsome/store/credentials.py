@@ -7,9 +7,9 @@ Record keys: ``connection/<provider>/<name>`` and ``client/<provider>``. Non-sec
 from __future__ import annotations
 
 import time
+
 from authsome.errors import CredentialMissing, StoreUnavailable
 from authsome.models import ClientConfig, ConnectionInfo, ConnectionStatus, Credential
-from authsome.secret import Secret
 from authsome.store.vault import Doc, RecordDamaged, Vault
 
 CREDENTIAL_SECRETS = ("api_key", "access_token", "refresh_token", "id_token")
@@ -106,7 +106,9 @@ class CredentialStore:
     def set_status(self, provider: str, name: str, status: ConnectionStatus, error: str | None = None) -> None:
         """Change a connection's status, keeping its secrets as they are."""
         with self.vault.transaction() as txn:
-            txn.update_plain(connection_key(provider, name), {"status": status, "updated_at": time.time(), "last_error": error})
+            txn.update_plain(
+                connection_key(provider, name), {"status": status, "updated_at": time.time(), "last_error": error}
+            )
 
     def delete(self, provider: str, name: str | None = None) -> int:
         """Delete one connection (or all of a provider's when ``name`` is None); returns how many."""
@@ -155,7 +157,7 @@ class CredentialStore:
     def providers_with_state(self) -> tuple[set[str], set[str]]:
         """(providers with at least one connection, providers with a stored client) — from keys alone."""
         connected, configured = set(), set()
-        for key in self.vault.keys():
+        for key in self.vault.keys(""):
             kind, _, rest = key.partition("/")
             if kind == "connection":
                 connected.add(rest.split("/", 1)[0])
@@ -183,4 +185,3 @@ def _info(provider: str, name: str, doc: Doc) -> ConnectionInfo:
         metadata=dict(doc.get("metadata") or {}),
         error=doc.get("last_error"),
     )
-

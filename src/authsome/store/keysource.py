@@ -41,7 +41,9 @@ def _decode_key(text: str, where: str) -> bytes:
     except ValueError:
         key = b""
     if len(key) != KEY_BYTES:
-        raise StoreUnavailable(f"the master key in {where} is malformed", "restore it from a backup, or move the home aside")
+        raise StoreUnavailable(
+            f"the master key in {where} is malformed", "restore it from a backup, or move the home aside"
+        )
     return key
 
 
@@ -98,7 +100,9 @@ class KeyringKeySource:
                         stored = base64.b64encode(crypto.new_key()).decode()
                         keyring.set_password(KEYRING_SERVICE, self.username, stored)
         except KeyringError as exc:
-            raise StoreUnavailable(f"the OS keyring failed: {exc}", "unlock the keyring, or set AUTHSOME_PASSPHRASE") from None
+            raise StoreUnavailable(
+                f"the OS keyring failed: {exc}", "unlock the keyring, or set AUTHSOME_PASSPHRASE"
+            ) from None
         return _decode_key(stored, "the OS keyring")
 
     def describe(self) -> str:
@@ -180,7 +184,9 @@ def select(home: Home, env: Mapping[str, str] | None = None) -> KeySource:
     if chosen is None:
         forced = env.get("AUTHSOME_KEY_SOURCE")
         if forced is not None and forced not in SOURCES:
-            raise StoreUnavailable(f"AUTHSOME_KEY_SOURCE={forced!r} is not one of {', '.join(SOURCES)}", "fix the variable")
+            raise StoreUnavailable(
+                f"AUTHSOME_KEY_SOURCE={forced!r} is not one of {', '.join(SOURCES)}", "fix the variable"
+            )
         if forced:
             chosen = forced
         elif env.get("AUTHSOME_PASSPHRASE"):
@@ -192,5 +198,7 @@ def select(home: Home, env: Mapping[str, str] | None = None) -> KeySource:
             chosen = config.setdefault("key_source", chosen)
             home.write_config(config)
     if chosen not in SOURCES:
-        raise StoreUnavailable(f"config.json names an unknown key source {chosen!r}", f"use one of {', '.join(SOURCES)}")
+        raise StoreUnavailable(
+            f"config.json names an unknown key source {chosen!r}", f"use one of {', '.join(SOURCES)}"
+        )
     return build(chosen, home, env)

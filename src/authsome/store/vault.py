@@ -88,7 +88,9 @@ class Vault:
     def keys(self, prefix: str = "") -> list[str]:
         """Record keys starting with ``prefix``, sorted."""
         with self._reading() as conn:
-            rows = conn.execute("SELECT key FROM records WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix))
+            rows = conn.execute(
+                "SELECT key FROM records WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix)
+            )
             return [r[0] for r in rows]
 
     def read(self, key: str) -> Doc | None:
@@ -198,7 +200,8 @@ class Transaction:
         doc = _parse(key, row[0])
         doc.update(changes)
         self.conn.execute(
-            "UPDATE records SET value = ?, updated_at = ? WHERE key = ?", (json.dumps(doc, sort_keys=True), time.time(), key)
+            "UPDATE records SET value = ?, updated_at = ? WHERE key = ?",
+            (json.dumps(doc, sort_keys=True), time.time(), key),
         )
         return True
 

@@ -42,8 +42,13 @@ def test_save_load_and_modes(tmp_path: Path) -> None:
 def test_no_plaintext_secret_anywhere_under_home(tmp_path: Path) -> None:
     store = make_store(tmp_path / "home")
     store.save("openai", "default", Credential(kind="api_key", api_key=Secret(SECRET)))
-    store.save("github", "work", Credential(kind="oauth2", access_token=Secret("gho_ACCESS_" + SECRET),
-                                             refresh_token=Secret("ghr_REFRESH_" + SECRET)))
+    store.save(
+        "github",
+        "work",
+        Credential(
+            kind="oauth2", access_token=Secret("gho_ACCESS_" + SECRET), refresh_token=Secret("ghr_REFRESH_" + SECRET)
+        ),
+    )
     for f in all_files(tmp_path / "home"):
         data = f.read_bytes()
         assert SECRET.encode() not in data, f
