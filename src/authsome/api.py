@@ -25,6 +25,7 @@ from authsome.models import DEFAULT_CONNECTION, DEFAULT_PROFILE, ClientConfig, C
 from authsome.paths import Home, check_name
 from authsome.secret import Secret
 from authsome.store import keysource
+from authsome.store.audit import AuditLog, VerifyResult
 from authsome.store.credentials import CredentialStore
 from authsome.store.vault import Vault
 
@@ -117,6 +118,10 @@ class Authsome:
         vault = Vault(self.home.profile_dir(self.profile), self.profile, lambda: self.key_source)
         return CredentialStore(vault)
 
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.store.vault)
+
     def provider(self, name: str) -> Provider:
         """The provider definition (a user file overrides a bundled one)."""
         return self.registry.get(name)
@@ -151,10 +156,11 @@ class Authsome:
                 f"choose one of {', '.join(REVEALABLE_FIELDS)}; refresh tokens never leave the store",
             )
         cred = self.credential(provider, connection)
-        value = getattr(cred, field)
+        value: Secret | None = getattr(cred, field)
         if value is None:
             raise UsageError(f"{provider}/{connection} has no {field}", f"it is a {cred.kind} credential")
-        return value  # type: ignore[no-any-return]
+        self.audit.append("reveal", provider=provider, connection=connection, field=field)
+        return value
 
     def credential(self, provider: str, connection: str = DEFAULT_CONNECTION) -> Credential:
         """The usable credential of a connection, refreshed first when it is close to expiry."""
@@ -191,6 +197,7 @@ class Authsome:
                 values[f"{prefix}{var}"] = secret.reveal()
         if not values:
             raise UsageError(f"{provider} defines no export variables", f"use `authsome get {provider} --field ...`")
+        self.audit.append("export", provider=provider, connection=connection, format=fmt, variables=sorted(values))
         for var in values:
             if not var.replace("_", "a").isalnum() or var[0].isdigit():
                 raise UsageError(
@@ -255,6 +262,7 @@ class Authsome:
             if client is not None:
                 self.store.save_client(provider, client)
             self.store.save(provider, opts.connection, cred)
+        self.audit.append("login", provider=provider, connection=opts.connection, kind=cred.kind, account=cred.account)
         return self.get(provider, opts.connection)
 
     def _refresh(self, prov: Provider, connection: str) -> Credential:
@@ -277,6 +285,7 @@ class Authsome:
             try:
                 fresh: Credential = refresh_flow.refresh(prov, client, cred)
             except RefreshFailed as exc:
+                self.audit.append("refresh", provider=prov.name, connection=connection, ok=False, reason=exc.message)
                 if getattr(exc, "invalid_grant", False):
                     self.store.set_status(prov.name, connection, "invalid", "refresh token rejected (invalid_grant)")
                     raise RefreshFailed(
@@ -287,6 +296,7 @@ class Authsome:
                     return cred  # still usable; try again next time
                 raise
             self.store.save(prov.name, connection, fresh)
+            self.audit.append("refresh", provider=prov.name, connection=connection, ok=True)
             return fresh
 
     def logout(self, provider: str, connection: str = DEFAULT_CONNECTION) -> bool:
@@ -294,8 +304,10 @@ class Authsome:
         prov = self.provider(provider)
         if self.store.info(provider, connection) is None:
             raise _missing(provider, connection)
-        self._revoke_remote(prov, connection, strict=False)
-        return bool(self.store.delete(provider, connection))
+        remote = self._revoke_remote(prov, connection, strict=False)
+        deleted = bool(self.store.delete(provider, connection))
+        self.audit.append("logout", provider=provider, connection=connection, revoked_remotely=remote)
+        return deleted
 
     def revoke(self, provider: str) -> dict[str, Any]:
         """Revoke every connection of ``provider`` at the provider, then delete them and the stored client."""
@@ -307,6 +319,7 @@ class Authsome:
         with self.store.vault.transaction():
             self.store.delete(provider)
             self.store.delete_client(provider)
+        self.audit.append("revoke", provider=provider, connections=sorted(revoked), revoked_remotely=revoked)
         return {"provider": provider, "revoked_remotely": revoked, "removed": sorted(revoked)}
 
     def remove(self, provider: str, connection: str | None = None) -> dict[str, Any]:
@@ -322,6 +335,8 @@ class Authsome:
             raise ProviderNotFound(f"nothing stored for {provider!r}", "run `authsome list` to see what is stored")
         if connection is not None and not removed:
             raise _missing(provider, connection)
+        if removed or client:
+            self.audit.append("remove", provider=provider, connection=connection, connections_removed=removed)
         return {
             "provider": provider,
             "connections_removed": removed,
@@ -348,6 +363,23 @@ class Authsome:
     def register(self, path: Path | str, force: bool = False) -> Provider:
         """Install a custom provider JSON file (a user file overrides a bundled one)."""
         return self.registry.register(Path(path), force=force)
+
+    # -- audit ---------------------------------------------------------------------------------------------------
+    def log(
+        self, *, run_id: str | None = None, provider: str | None = None, since: float | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Audit records, oldest first, filtered by run id, provider and time (unix seconds)."""
+        return [
+            r
+            for r in self.audit.records()
+            if (run_id is None or r.get("run_id") == run_id)
+            and (provider is None or r.get("provider") == provider)
+            and (since is None or r.get("ts", 0) >= since)
+        ]
+
+    def verify_log(self) -> VerifyResult:
+        """Check the audit trail's chain; see :class:`authsome.store.audit.AuditLog`."""
+        return self.audit.verify()
 
     # -- about ---------------------------------------------------------------------------------------------------
     def whoami(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -325,6 +326,62 @@ def doctor() -> None:
     o.emit({"ok": all(c.ok for c in checks), "checks": [c.to_dict() for c in checks]}, human)
     if not all(c.ok for c in checks):
         sys.exit(1)
+
+
+@cli.command("log")
+@click.option("--run", "run_id", metavar="ID", help="Only records of one `authsome run`.")
+@click.option("--provider", "-p", metavar="NAME", help="Only records about one provider.")
+@click.option("--since", metavar="AGE", help="Only records newer than AGE (e.g. 30s, 15m, 1h, 2d).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they arrive.")
+@click.option("--verify", is_flag=True, help="Check that no record was edited, reordered or deleted.")
+@common_options
+def log_cmd(run_id: str | None, provider: str | None, since: str | None, follow: bool, verify: bool) -> None:
+    """The audit trail: proxied requests, logins, exports, secret reveals and refreshes (never a secret)."""
+    import time
+
+    o = out()
+    auth = api()
+    if verify:
+        result = auth.verify_log()
+        o.emit(result.to_dict(), lambda: click.echo(
+            f"ok: {result.records} records, chain intact" if result.ok else f"TAMPERED: {result.problem}"))
+        sys.exit(0 if result.ok else 1)
+    cutoff = time.time() - _parse_age(since) if since else None
+    records = auth.log(run_id=run_id, provider=provider, since=cutoff)
+    if not follow:
+
+        def human() -> None:
+            for record in records:
+                click.echo(_format_record(record))
+
+        o.emit({"records": records}, human)
+        return
+    seen = records[-1]["seq"] if records else 0
+    for record in records:
+        click.echo(json.dumps(record, sort_keys=True) if o.json else _format_record(record))
+    while True:  # -f: poll for records appended by other processes
+        time.sleep(0.5)
+        for record in auth.log(run_id=run_id, provider=provider, since=cutoff):
+            if record["seq"] > seen:
+                seen = record["seq"]
+                click.echo(json.dumps(record, sort_keys=True) if o.json else _format_record(record), nl=True)
+
+
+def _parse_age(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit():
+        raise UsageError(f"--since {text!r} is not an age", "use a number and s, m, h or d, e.g. 15m")
+    return int(number) * units[unit]
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(record.get("ts", 0)).strftime("%Y-%m-%d %H:%M:%S")
+    skip = {"seq", "ts", "event", "prev", "mac"}
+    rest = " ".join(f"{k}={v}" for k, v in sorted(record.items()) if k not in skip and v not in (None, "", [], {}))
+    return f"{when} #{record.get('seq')} {record.get('event')} {rest}"
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

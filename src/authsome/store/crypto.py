@@ -65,3 +65,13 @@ def decrypt(key: bytes, envelope: object, aad: str) -> str:
 def derive_key(passphrase: str, salt: bytes, n: int = SCRYPT_PARAMS["n"], r: int = 8, p: int = 1) -> bytes:
     """Derive a 256-bit key from a passphrase with scrypt."""
     return Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+
+
+def subkey(key: bytes, label: str) -> bytes:
+    """A key for one purpose (e.g. the audit chain), derived from the master key."""
+    return hmac.new(key, b"authsome subkey|" + label.encode(), hashlib.sha256).digest()
+
+
+def mac(key: bytes, data: bytes) -> str:
+    """HMAC-SHA256 of ``data`` as hex."""
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
