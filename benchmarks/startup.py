@@ -26,6 +26,12 @@ def measure(args: list[str], runs: int, env: dict[str, str]) -> list[float]:
 
 
 def main() -> None:
+    import compileall
+
+    import authsome
+
+    # `pip install .` byte-compiles the package; an editable install under PYTHONDONTWRITEBYTECODE does not.
+    compileall.compile_dir(str(Path(authsome.__file__).parent), quiet=1)
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "AUTHSOME_HOME": str(Path(tmp) / "home"), "AUTHSOME_KEY_SOURCE": "file"}

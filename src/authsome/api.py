@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -24,12 +23,12 @@ from authsome.errors import AuthsomeError, CredentialMissing, RefreshFailed, Usa
 from authsome.models import DEFAULT_CONNECTION, DEFAULT_PROFILE, ClientConfig, ConnectionInfo, Credential
 from authsome.paths import Home, check_name
 from authsome.secret import Secret
-from authsome.store import keysource
-from authsome.store.audit import AuditLog, VerifyResult
 from authsome.store.credentials import CredentialStore
 from authsome.store.vault import Vault
 
 if TYPE_CHECKING:
+    from authsome.store.audit import AuditLog, VerifyResult
+    from authsome.store.keysource import KeySource
     from authsome.flows.ui import FlowUI
     from authsome.providers.registry import Registry
     from authsome.providers.schema import Provider
@@ -110,7 +109,9 @@ class Authsome:
         return Registry(self.home.providers_dir)
 
     @cached_property
-    def key_source(self) -> keysource.KeySource:
+    def key_source(self) -> KeySource:
+        from authsome.store import keysource
+
         return keysource.select(self.home, self.env)
 
     @cached_property
@@ -120,6 +121,8 @@ class Authsome:
 
     @cached_property
     def audit(self) -> AuditLog:
+        from authsome.store.audit import AuditLog
+
         return AuditLog(self.store.vault)
 
     def provider(self, name: str) -> Provider:
@@ -206,6 +209,8 @@ class Authsome:
         if fmt == "json":
             return json.dumps(values, indent=2, sort_keys=True)
         if fmt == "shell":
+            import shlex
+
             return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
         return "\n".join(f"{k}={v}" for k, v in values.items())
 

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +83,8 @@ def ensure_private_dir(path: Path) -> Path:
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Atomically replace ``path`` with ``data``: a 0600 temp file in the same directory, fsync, rename."""
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mkstemp creates 0600
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -105,6 +106,8 @@ def write_private_file(path: Path, data: bytes) -> None:
 
 def create_private_file_exclusive(path: Path, data: bytes) -> bool:
     """Create ``path`` with ``data`` only if it does not exist (0600, atomic). Returns False if it existed."""
+    import tempfile
+
     tmp_fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(tmp_fd, "wb") as fh:

@@ -90,20 +90,27 @@ def test_connections_are_named(authsome: Runner) -> None:
     assert conns == {"default", "work"}
 
 
-def test_export_formats(authsome: Runner) -> None:
-    tricky = "sk-it's-$(whoami)-`id`-0123456789"
-    res = authsome("login", "openai", env={"OPENAI_API_KEY": tricky})
-    if res.code != 0:  # the bundled openai key_pattern may refuse this shape; use a provider without one
-        raise AssertionError(res.err)
-    env_out = authsome("export", "openai", "--format", "env").out
-    assert f"OPENAI_API_KEY={tricky}" in env_out
-    as_json = json.loads(authsome("export", "openai", "--format", "json").out)
-    assert as_json == {"OPENAI_API_KEY": tricky}
-    shell = authsome("export", "openai", "--format", "shell", "--prefix", "MY_").out
-    evaluated = subprocess.run(
-        ["bash", "-c", f'{shell}\nprintf %s "$MY_OPENAI_API_KEY"'], capture_output=True, text=True, check=True
-    )
+def test_export_formats(authsome: Runner, tmp_path: Path) -> None:
+    acme = {
+        "schema_version": 1, "name": "acme", "display_name": "Acme", "auth_type": "api_key", "flow": "api_key",
+        "api_key": {"header_name": "X-Acme-Key", "header_prefix": "", "env_var": "ACME_KEY"},
+        "host_url": "api.acme.test", "export": {"env": {"ACME_KEY": "api_key"}},
+    }
+    (tmp_path / "acme.json").write_text(json.dumps(acme))
+    assert authsome("register", str(tmp_path / "acme.json")).code == 0
+    tricky = "it's-$(whoami)-`id`-\"$HOME\"-0123456789"
+    res = authsome("login", "acme", env={"ACME_KEY": tricky})
+    assert res.code == 0, res.err
+    env_out = authsome("export", "acme", "--format", "env").out
+    assert f"ACME_KEY={tricky}" in env_out
+    as_json = json.loads(authsome("export", "acme", "--format", "json").out)
+    assert as_json == {"ACME_KEY": tricky}
+    shell = authsome("export", "acme", "--format", "shell", "--prefix", "MY_").out
+    evaluated = subprocess.run(["bash", "-c", f"{shell}\nprintf %s \"$MY_ACME_KEY\""], capture_output=True,
+                               text=True, check=True)
     assert evaluated.stdout == tricky
+    login_openai(authsome)
+    assert authsome("export", "openai").out.strip() == f"OPENAI_API_KEY={KEY}"
 
 
 def test_logout_and_remove(authsome: Runner, authsome_home: Path) -> None:

@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authsome.errors import StoreUnavailable
 from authsome.paths import FILE_MODE, file_lock, private_umask
 from authsome.secret import Secret
-from authsome.store import keysource
+
+if TYPE_CHECKING:
+    from authsome.store import keysource
 
 Doc = dict[str, Any]
 _SCHEMA = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL)"
