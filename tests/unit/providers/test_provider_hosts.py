@@ -1,0 +1,203 @@
+"""Host canonicalisation, host_url parsing, matching and the safe host-regex grammar."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from authsome.providers.hosts import canonical_host, parse_host_rule
+
+GOOGLE = r"regex:^([a-z0-9-]+\.)*googleapis\.com$"
+
+
+# -- canonical_host ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("API.OpenAI.com", "api.openai.com"),
+        ("api.openai.com.", "api.openai.com"),
+        ("BÜCHER.example", "xn--bcher-kva.example"),
+        ("bücher.example.", "xn--bcher-kva.example"),
+        ("[::1]", "::1"),
+        ("0:0:0:0:0:0:0:1", "::1"),
+        ("127.0.0.1", "127.0.0.1"),
+    ],
+)
+def test_canonical_host(given: str, canonical: str) -> None:
+    assert canonical_host(given) == canonical
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("", "empty"),
+        ("a..b", "invalid host"),
+        (".a.com", "invalid host"),
+        ("a.com..", "invalid host"),
+        ("exa mple.com", "invalid host"),
+        ("a/b.com", "invalid host"),
+        ("-a.com", "invalid host"),
+        ("a" * 64 + ".com", "invalid host"),
+        (("a" * 60 + ".") * 5 + "com", "longer than 253"),
+        ("[::1", "invalid host"),
+        ("[zz::1]", "invalid host"),
+    ],
+)
+def test_canonical_host_rejects(bad: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        canonical_host(bad)
+
+
+# -- exact rules -------------------------------------------------------------------------------------------------
+
+
+def test_plain_host_rule_defaults_to_port_443_and_any_path() -> None:
+    rule = parse_host_rule("API.Example.com.")
+    assert (rule.kind, rule.host, rule.port, rule.path_prefix) == ("exact", "api.example.com", 443, "")
+    assert rule.matches("api.example.com", 443, "/anything?x=1")
+    assert not rule.matches("api.example.com", 8443, "/")
+    assert not rule.matches("www.example.com", 443, "/")
+    assert not rule.matches("api.example.com.evil.com", 443, "/")
+
+
+def test_host_rule_with_port() -> None:
+    rule = parse_host_rule("api.example.com:8443")
+    assert rule.port == 8443
+    assert rule.matches("api.example.com", 8443, "/")
+    assert not rule.matches("api.example.com", 443, "/")
+
+
+def test_path_prefix_matches_on_segment_boundary() -> None:
+    rule = parse_host_rule("https://api.example.com/v1/")
+    assert rule.path_prefix == "/v1"
+    assert rule.matches("api.example.com", 443, "/v1")
+    assert rule.matches("api.example.com", 443, "/v1/chat")
+    assert rule.matches("api.example.com", 443, "/v1?stream=true")
+    assert not rule.matches("api.example.com", 443, "/v10")
+    assert not rule.matches("api.example.com", 443, "/")
+    assert not rule.matches("api.example.com", 443, "/v2/v1")
+
+
+@pytest.mark.parametrize("path", ["/v1/../admin", "/v1/./x/../../admin", "/v1/%2e%2e/admin", "/v1%2fx", "/v1/..\\a"])
+def test_path_prefix_never_matches_dot_segments(path: str) -> None:
+    assert not parse_host_rule("https://api.example.com/v1").matches("api.example.com", 443, path)
+
+
+def test_url_rule_with_port_and_ipv6() -> None:
+    rule = parse_host_rule("https://[::1]:8443/api")
+    assert (rule.host, rule.port, rule.path_prefix) == ("::1", 8443, "/api")
+
+
+def test_rank_exact_beats_regex_and_longer_prefix_wins() -> None:
+    regex = parse_host_rule(GOOGLE)
+    host = parse_host_rule("www.googleapis.com")
+    short = parse_host_rule("https://www.googleapis.com/v1")
+    long = parse_host_rule("https://www.googleapis.com/v1/files")
+    assert regex.rank < host.rank < short.rank < long.rank
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "non-empty"),
+        ("http://api.example.com", "only https://"),
+        ("ftp://api.example.com", "only https://"),
+        ("api.example.com/v1", "URL form"),
+        ("https://user@api.example.com", "user info"),
+        ("https://api.example.com/v1?x=1", "query"),
+        ("api.example.com:0", "port must be"),
+        ("api.example.com:99999", "port must be"),
+        ("api.example.com:http", "port must be"),
+        ("*.example.com", "wildcards are not supported"),
+        ("api example.com", "whitespace"),
+        ("api.example.com\r\nx", "control"),
+        ("https://api.example.com/v1/../x", "invalid path prefix"),
+        ("https://api.example.com//v1", "invalid path prefix"),
+    ],
+)
+def test_bad_host_rules_rejected_with_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_host_rule(text)
+
+
+# -- regex rules -------------------------------------------------------------------------------------------------
+
+
+def test_google_pattern_is_accepted_and_anchored() -> None:
+    rule = parse_host_rule(GOOGLE)
+    assert rule.kind == "regex" and rule.port == 443
+    assert rule.matches("www.googleapis.com", 443, "/")
+    assert rule.matches("storage.googleapis.com", 443, "/b")
+    assert rule.matches("a.b-c.googleapis.com", 443, "/")
+    assert rule.matches("googleapis.com", 443, "/")
+    assert not rule.matches("googleapis.com.evil.com", 443, "/")
+    assert not rule.matches("evilgoogleapis.com", 443, "/")
+    assert not rule.matches("www.googleapis.com", 80, "/")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"[a-z]{2}[0-9]{1,3}\.api\.mailchimp\.com",
+        r"^(eu|us)\.api\.example\.com$",
+        r"(?:[a-z0-9-]+\.)?api\.example\.com",
+        r"[a-z0-9-]+\.svc\.[a-z0-9-]+\.pinecone\.io",
+        r"api\.example\.com",
+        r"^([a-z\d-]{1,63}\.)+example\.co\.uk$",
+    ],
+)
+def test_safe_patterns_accepted(pattern: str) -> None:
+    assert parse_host_rule("regex:" + pattern).pattern is not None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (".*", "'.' matches any character"),
+        (".*googleapis.*", "'.' matches any character"),
+        (r".+\.com", "'.' matches any character"),
+        (r"[a-z]+\.com", "at least two whole labels"),
+        (r"[a-z0-9-]*googleapis\.com", "at least two whole labels"),
+        (r"([a-z]+\.)*com", "at least two whole labels"),
+        (r"(a+)+\.example\.com", "nested quantifiers"),
+        (r"([a-z]+\.)\1example\.com", "backreferences"),
+        (r"(?P<x>a)(?P=x)\.example\.com", "backreferences"),
+        (r"(?=api)[a-z]+\.example\.com", "lookarounds"),
+        (r"(?<!x)api\.example\.com", "lookarounds"),
+        (r"[a-z]+[0-9]+\.example\.com", "two variable-length parts"),
+        (r"([a-z]+\.)*([a-z]+\.)*example\.com", "two variable-length parts"),
+        (r"[^.]+\.example\.com", "negated"),
+        (r"[a-z.]+\.example\.com", "must not contain '.'"),
+        (r"api|evil\.example\.com", "alternation"),
+        (r"(api|x\.y)\.example\.com", "alternatives must be"),
+        (r"(eu|us)+\.example\.com", "only be made optional"),
+        (r"[a-z]+?\.example\.com", "lazy"),
+        (r"\w+\.example\.com", "escape"),
+        (r"API\.example\.com", "lowercase"),
+        (r"[a-z]+\.github\.io", "public suffix"),
+        (r"[a-z]+\.co\.uk", "public suffix"),
+        (r"a{1,999}\.example\.com", "malformed|out of range"),
+        ("", "empty pattern"),
+        ("a" * 300 + r"\.example\.com", "longer than"),
+    ],
+)
+def test_unsafe_patterns_rejected(pattern: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_host_rule("regex:" + pattern)
+
+
+def test_accepted_pattern_cannot_stall_on_hostile_input() -> None:
+    rule = parse_host_rule(r"regex:^([a-z0-9-]{1,63}\.)+svc\.example\.com$")
+    hostile = ("a-" * 30 + "a.") * 4 + "svc.example.co"
+    start = time.perf_counter()
+    for _ in range(100):
+        assert not rule.matches(hostile, 443, "/")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_regex_rule_refuses_overlong_host() -> None:
+    rule = parse_host_rule(GOOGLE)
+    assert not rule.matches("a." * 130 + "googleapis.com", 443, "/")
