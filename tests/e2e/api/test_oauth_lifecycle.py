@@ -1,0 +1,113 @@
+"""OAuth through authsome's own store: login, single-flight refresh across processes, invalid_grant, revocation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from authsome import Authsome, RefreshFailed
+from tests.oauth_server.fixtures import PUBLIC_CLIENT, SHORT_CLIENT, OAuthServer
+
+pytestmark = pytest.mark.e2e
+
+HEADERS_SCRIPT = (
+    "import sys, time\n"
+    "from authsome import Authsome\n"
+    "start = float(sys.argv[1])\n"
+    "time.sleep(max(0.0, start - time.time()))\n"
+    "print(Authsome().headers_for('testidp')['Authorization'])\n"
+)
+
+
+def wait_until_expired(auth: Authsome) -> None:
+    cred = auth.store.load("testidp", "default")
+    assert cred.expires_at is not None
+    time.sleep(max(0.0, cred.expires_at - time.time()) + 0.5)
+
+
+def test_login_stores_tokens_encrypted_and_labels_the_account(
+    idp: Authsome, browser_login: Callable[..., Any], oauth_server: OAuthServer
+) -> None:
+    info = browser_login(idp, PUBLIC_CLIENT, login="alice")
+    assert info.status == "connected" and info.has_refresh_token
+    assert info.account and "alice" in info.account
+    token = idp.credential("testidp").access_token
+    assert token is not None and oauth_server.introspect(token.reveal())["active"] is True
+    assert token.reveal().encode() not in idp.store.vault.path.read_bytes()
+    assert idp.list()[[r.name for r in idp.list()].index("testidp")].state == "connected"
+
+
+def test_ten_processes_refresh_once(
+    idp: Authsome, browser_login: Callable[..., Any], oauth_server: OAuthServer
+) -> None:
+    browser_login(idp, SHORT_CLIENT)
+    old = idp.store.load("testidp", "default")
+    wait_until_expired(idp)
+    start = time.time() + 1.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HEADERS_SCRIPT, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        for _ in range(10)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    headers = {out.strip() for out, _ in results}
+    assert len(headers) == 1, "every process must get the same, once-refreshed token"
+    new = idp.store.load("testidp", "default")
+    assert new.access_token != old.access_token and new.refresh_token != old.refresh_token  # rotated
+    assert headers == {f"Bearer {new.access_token.reveal()}"}  # type: ignore[union-attr]
+    refreshes = [r for r in idp.log(provider="testidp") if r["event"] == "refresh"]
+    assert [r["ok"] for r in refreshes] == [True]
+    # the rotated-away refresh token is dead at the server
+    assert oauth_server.introspect(old.refresh_token.reveal())["active"] is False  # type: ignore[union-attr]
+
+
+def test_rejected_refresh_token_marks_the_connection_invalid(
+    idp: Authsome, browser_login: Callable[..., Any], oauth_server: OAuthServer
+) -> None:
+    browser_login(idp, SHORT_CLIENT)
+    cred = idp.store.load("testidp", "default")
+    assert cred.refresh_token is not None
+    httpx.post(
+        oauth_server.url("/token/revocation"),
+        data={"token": cred.refresh_token.reveal(), "client_id": SHORT_CLIENT},
+        timeout=10,
+    ).raise_for_status()
+    wait_until_expired(idp)
+    with pytest.raises(RefreshFailed) as err:
+        idp.headers_for("testidp")
+    assert err.value.exit_code == 6 and "authsome login testidp --force" in (err.value.hint or "")
+    assert idp.get("testidp").status == "invalid"
+
+
+def test_revoke_is_observed_at_the_server(
+    idp: Authsome, browser_login: Callable[..., Any], oauth_server: OAuthServer
+) -> None:
+    browser_login(idp, PUBLIC_CLIENT)
+    cred = idp.store.load("testidp", "default")
+    assert cred.access_token is not None and cred.refresh_token is not None
+    result = idp.revoke("testidp")
+    assert result["revoked_remotely"] == {"default": True}
+    assert oauth_server.introspect(cred.refresh_token.reveal())["active"] is False
+    assert idp.store.info("testidp", "default") is None
+
+
+def test_remove_never_contacts_the_provider(
+    idp: Authsome, browser_login: Callable[..., Any], oauth_server: OAuthServer
+) -> None:
+    browser_login(idp, PUBLIC_CLIENT)
+    cred = idp.store.load("testidp", "default")
+    idp.remove("testidp", "default")
+    assert oauth_server.introspect(cred.access_token.reveal())["active"] is True  # type: ignore[union-attr]
