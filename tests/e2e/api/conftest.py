@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from authsome import Authsome, ConnectionInfo, LoginOptions
 from oauth_server.fixtures import OAuthServer, approve, chromium, loopback_context, oauth_server  # noqa: F401
 from oauth_server.harness import QueueUI
-
-from authsome import Authsome, ConnectionInfo, LoginOptions
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.oauth_server.fixtures import PUBLIC_CLIENT, SHORT_CLIENT, OAuthServer
 
 from authsome import Authsome, RefreshFailed
-from tests.oauth_server.fixtures import PUBLIC_CLIENT, SHORT_CLIENT, OAuthServer
 
 pytestmark = pytest.mark.e2e
 
