@@ -418,23 +418,30 @@ class Authsome:
         upstream_ca: Path | None = None,
         allow_nested: bool = False,
         confdir: Path | None = None,
+        allow: Sequence[str] = (),
+        policy_file: Path | None = None,
+        upstream_proxy: str | None = None,
     ) -> int:
-        """Run ``command`` behind the credential-injecting proxy and return its exit code."""
+        """Run ``command`` behind the credential-injecting proxy and return its exit code.
+
+        ``providers`` limits injection (default: every connected provider); ``connections`` maps a provider to a
+        non-default connection; ``allow``/``policy_file`` restrict what the child may call (see authsome.policy).
+        """
+        from authsome.policy import build_policy
         from authsome.proxy.runner import Route, RunConfig, run_command
 
         connections = dict(connections or {})
-        for name in list(providers) + list(connections):
+        for name in [*providers, *connections]:
             self.provider(name)
+        policy = build_policy(allow, policy_file)
         wanted = set(providers) | set(connections)
-        by_provider: dict[str, ConnectionInfo] = {}
+        chosen: dict[str, ConnectionInfo] = {}
         for info in self.store.connections():
-            chosen = connections.get(info.provider, DEFAULT_CONNECTION)
-            if info.name == chosen and (not wanted or info.provider in wanted):
-                by_provider[info.provider] = info
-        for name in wanted:
-            if name not in by_provider:
-                raise _missing(name, connections.get(name, DEFAULT_CONNECTION))
-        routes = [Route(provider=self.provider(p), connection=i.name) for p, i in sorted(by_provider.items())]
+            if info.name == connections.get(info.provider, DEFAULT_CONNECTION) and (not wanted or info.provider in wanted):
+                chosen[info.provider] = info
+        for name in sorted(wanted - set(chosen)):
+            raise _missing(name, connections.get(name, DEFAULT_CONNECTION))
+        routes = [Route(provider=self.provider(p), connection=info.name) for p, info in sorted(chosen.items())]
         config = RunConfig(
             command=list(command),
             routes=routes,
@@ -443,6 +450,10 @@ class Authsome:
             upstream_ca=upstream_ca,
             allow_nested=allow_nested,
             confdir=confdir,
+            policy=policy,
+            audit=lambda record: self.audit.append("request", **record),
+            upstream_proxy=upstream_proxy,
+            env=self.env,
         )
         return int(run_command(config))
 

@@ -406,6 +406,25 @@ def _format_record(record: dict[str, Any]) -> str:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Extra CA bundle to trust for upstream servers.",
 )
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="RULE",
+    help="Only allow matching requests, e.g. 'github:GET /repos/**' (repeatable; deny by default).",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Allow rules from a TOML or JSON file.",
+)
+@click.option(
+    "--upstream",
+    "upstream_proxy",
+    metavar="URL",
+    help="Chain through this proxy (default: the HTTPS_PROXY already set, if any).",
+)
 @click.option("--allow-nested", is_flag=True, help="Allow running inside another `authsome run`.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @common_options
@@ -413,6 +432,9 @@ def run(
     providers: tuple[str, ...],
     connections: tuple[str, ...],
     upstream_ca: Path | None,
+    allow: tuple[str, ...],
+    policy_file: Path | None,
+    upstream_proxy: str | None,
     allow_nested: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -434,6 +456,9 @@ def run(
         verbose=o.verbose,
         upstream_ca=upstream_ca,
         allow_nested=allow_nested,
+        allow=allow,
+        policy_file=policy_file,
+        upstream_proxy=upstream_proxy,
     )
     sys.exit(code)
 
