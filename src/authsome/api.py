@@ -27,11 +27,11 @@ from authsome.store.credentials import CredentialStore
 from authsome.store.vault import Vault
 
 if TYPE_CHECKING:
-    from authsome.store.audit import AuditLog, VerifyResult
-    from authsome.store.keysource import KeySource
     from authsome.flows.ui import FlowUI
     from authsome.providers.registry import Registry
     from authsome.providers.schema import Provider
+    from authsome.store.audit import AuditLog, VerifyResult
+    from authsome.store.keysource import KeySource
 
 ProviderState = Literal["available", "configured", "connected"]
 ExportFormat = Literal["env", "shell", "json"]
@@ -408,6 +408,10 @@ class Authsome:
         return doctor.run_checks(self)
 
     # -- run -----------------------------------------------------------------------------------------------------
+    def _audit_request(self, record: dict[str, object]) -> None:
+        """Called by the proxy (on its audit thread) once per request to a provider host."""
+        self.audit.append("request", **record)
+
     def run(
         self,
         command: Sequence[str],
@@ -437,7 +441,9 @@ class Authsome:
         wanted = set(providers) | set(connections)
         chosen: dict[str, ConnectionInfo] = {}
         for info in self.store.connections():
-            if info.name == connections.get(info.provider, DEFAULT_CONNECTION) and (not wanted or info.provider in wanted):
+            if info.name == connections.get(info.provider, DEFAULT_CONNECTION) and (
+                not wanted or info.provider in wanted
+            ):
                 chosen[info.provider] = info
         for name in sorted(wanted - set(chosen)):
             raise _missing(name, connections.get(name, DEFAULT_CONNECTION))
@@ -451,7 +457,7 @@ class Authsome:
             allow_nested=allow_nested,
             confdir=confdir,
             policy=policy,
-            audit=lambda record: self.audit.append("request", **record),
+            audit=self._audit_request,
             upstream_proxy=upstream_proxy,
             env=self.env,
         )

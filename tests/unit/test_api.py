@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-import types
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -72,7 +72,8 @@ def test_everyday_commands_do_not_import_heavy_stacks(tmp_path: Path) -> None:
     code = (
         "import atexit, sys\n"
         "def report():\n"
-        "    heavy = [m for m in ('mitmproxy', 'authlib', 'httpx', 'cryptography', 'rich', 'keyring') if m in sys.modules]\n"
+        "    names = ('mitmproxy', 'authlib', 'httpx', 'cryptography', 'rich', 'keyring')\n"
+        "    heavy = [m for m in names if m in sys.modules]\n"
         "    sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
         "atexit.register(report)\n"
         "from authsome.cli.main import main\n"
