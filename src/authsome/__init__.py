@@ -3,7 +3,7 @@
 The public API is the :class:`Authsome` facade, its result models and the errors; everything else is internal.
 """
 
-from authsome.api import Authsome, Check, LoginOptions, ProviderStatus
+from authsome.api import Authsome, LoginOptions, ProviderStatus
 from authsome.errors import (
     AuthenticationFailed,
     AuthsomeError,
@@ -20,7 +20,6 @@ __all__ = [
     "AuthenticationFailed",
     "Authsome",
     "AuthsomeError",
-    "Check",
     "ClientConfig",
     "ConnectionInfo",
     "Credential",

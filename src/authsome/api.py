@@ -62,19 +62,6 @@ class ProviderStatus:
         }
 
 
-@dataclass(frozen=True)
-class Check:
-    """One line of ``authsome doctor``."""
-
-    name: str
-    ok: bool
-    detail: str
-    hint: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"check": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint}
-
-
 @dataclass
 class LoginOptions:
     """How ``login`` should obtain a credential; every field has a sensible default."""
@@ -400,12 +387,6 @@ class Authsome:
             "providers_connected": sorted({c.provider for c in conns}),
             "version": _version(),
         }
-
-    def doctor(self) -> builtins.list[Check]:
-        """Health checks: layout and modes, key source, store round trip, provider files, proxy CA."""
-        from authsome import doctor
-
-        return doctor.run_checks(self)
 
     # -- run -----------------------------------------------------------------------------------------------------
     def _audit_request(self, record: dict[str, object]) -> None:

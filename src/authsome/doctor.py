@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from authsome.errors import AuthsomeError
 from authsome.models import Credential
 from authsome.secret import Secret
 
 if TYPE_CHECKING:
-    from authsome.api import Authsome, Check
+    from authsome.api import Authsome
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``authsome doctor``."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint}
+
 
 _PROBE_PROVIDER = "authsome-doctor"
 
@@ -23,8 +38,6 @@ def run_checks(auth: Authsome) -> list[Check]:
 
 
 def _check(name: str, ok: bool, detail: str, hint: str | None = None) -> Check:
-    from authsome.api import Check
-
     return Check(name, ok, detail, None if ok else hint)
 
 

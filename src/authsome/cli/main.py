@@ -316,7 +316,9 @@ def whoami() -> None:
 def doctor() -> None:
     """Check the home, key source, store, provider files and proxy CA."""
     o = out()
-    checks = api().doctor()
+    from authsome.doctor import run_checks
+
+    checks = run_checks(api())
 
     def human() -> None:
         for c in checks:
