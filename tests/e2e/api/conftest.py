@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import ssl
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pytest
+import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from authsome import Authsome, ConnectionInfo, LoginOptions
@@ -35,6 +40,7 @@ def idp(oauth_server: OAuthServer, tmp_path: Path) -> Authsome:  # noqa: F811
     path = tmp_path / "testidp.json"
     data = oauth_server.provider("pkce").to_dict()
     data["client"] = {"client_id_env": "TESTIDP_CLIENT_ID"}  # public clients: no secret to ask for
+    data["host_url"] = "api.testidp.test"
     path.write_text(json.dumps(data))
     auth = Authsome()
     auth.register(path)
@@ -54,3 +60,47 @@ def browser_login(page: Page) -> Callable[..., ConnectionInfo]:
             return future.result(timeout=30)
 
     return run
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every request with 200 and records its Authorization header."""
+
+    seen: ClassVar[list[str | None]]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class StandInAPI:
+    host: str
+    port: int
+    ca_file: Path
+    seen: list[str | None]
+
+
+@pytest.fixture
+def idp_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInAPI]:
+    """A TLS API server for `testidp` under the name api.testidp.test (test CA; mapped by AUTHSOME_TEST_RESOLVE)."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    handler = type("Echo", (_Echo,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("api.testidp.test").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AUTHSOME_TEST_RESOLVE", f"api.testidp.test:443=127.0.0.1:{port}")
+    yield StandInAPI("api.testidp.test", port, ca_file, handler.seen)
+    server.shutdown()

@@ -111,3 +111,19 @@ def test_remove_never_contacts_the_provider(
     cred = idp.store.load("testidp", "default")
     idp.remove("testidp", "default")
     assert oauth_server.introspect(cred.access_token.reveal())["active"] is True  # type: ignore[union-attr]
+
+
+def test_token_expiring_mid_run_is_refreshed_before_the_next_request(
+    idp: Authsome, browser_login: Callable[..., Any], oauth_server: OAuthServer, idp_api: Any, tmp_path: Any
+) -> None:
+    browser_login(idp, SHORT_CLIENT)  # access tokens live 4 s
+    first = idp.store.load("testidp", "default").access_token
+    assert first is not None
+    script = "curl -sSf https://api.testidp.test/one && sleep 6 && curl -sSf https://api.testidp.test/two"
+    code = idp.run(["sh", "-c", script], upstream_ca=idp_api.ca_file, confdir=tmp_path / "mitm")
+    assert code == 0
+    assert len(idp_api.seen) == 2
+    one, two = idp_api.seen
+    assert one == f"Bearer {first.reveal()}"
+    assert two is not None and two != one and two.startswith("Bearer ")
+    assert oauth_server.introspect(two.removeprefix("Bearer "))["active"] is True
