@@ -1,0 +1,31 @@
+"""``http://mitm.it`` through the proxy: mitmproxy's CA install page, loaded on the first visit only.
+
+The page is mitmproxy's own onboarding app (OS detection, the CA in PEM/P12/CER form); its web framework costs start-up
+time, so it is imported when somebody asks for the page rather than on every ``authsome run``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mitmproxy import ctx, http
+
+APP_HOST = "mitm.it"
+
+
+class LazyOnboarding:
+    """mitmproxy addon: serves ``mitm.it`` from the proxy itself (no upstream connection is made)."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.request.pretty_host != APP_HOST:
+            return
+        if self._app is None:
+            from mitmproxy.addons.asgiapp import WSGIApp
+            from mitmproxy.addons.onboardingapp import app
+
+            app.config["CONFDIR"] = ctx.options.confdir
+            self._app = WSGIApp(app, APP_HOST, None)
+        await self._app.request(flow)

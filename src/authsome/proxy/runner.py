@@ -1,0 +1,339 @@
+"""``authsome run``: build the router, start the proxy, spawn the child, forward signals, return its exit code.
+
+Every temporary file (the CA bundles) lives in one private directory that is removed on every exit path, including
+signals. mitmproxy is imported only inside :func:`run_command`, after the configuration has been validated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+from authsome.errors import UsageError
+from authsome.policy import Policy
+from authsome.proxy import ca, environment
+from authsome.proxy.relay import FrontDoor, UpstreamProxy
+from authsome.proxy.report import Audit, Reporter
+from authsome.proxy.routing import Route, Router
+
+__all__ = ["Route", "RunConfig", "parse_resolve", "run_command"]
+
+PROXY_USER = "authsome"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+Address = tuple[str, int]
+HeadersFor = Callable[[str, str], Mapping[str, str]]
+Stream = int | IO[Any] | None
+
+
+@dataclass
+class RunConfig:
+    """Everything one ``authsome run`` needs; the api layer fills it in.
+
+    ``headers_for(provider, connection)`` returns the headers to inject; it may block (token refresh) and raises
+    :class:`~authsome.errors.AuthsomeError` when there is no usable credential (the child then gets a JSON error).
+    ``resolve`` maps ``"host:port"`` to ``"addr:port"`` for the proxy's upstream sockets (test stand-ins); the
+    ``AUTHSOME_TEST_RESOLVE`` variable of ``env`` adds to it. ``env`` is the parent environment (default
+    ``os.environ``); ``stdin``/``stdout``/``stderr`` are passed to the child as :class:`subprocess.Popen` takes them.
+    ``credential_ttl`` is how long (seconds) the headers of one provider/connection are reused before
+    ``headers_for`` is asked again (0: every request asks). ``audit`` gets one dict per request (no secrets):
+    ``run_id`` (``run_id`` or a random 12-hex id), ``command`` (the program name only), ``decision``, ``method``,
+    ``host``, ``port``, ``path`` (no query), ``provider``, ``connection``, ``reason``, ``status``, ``duration_ms``.
+    """
+
+    command: Sequence[str]
+    routes: Sequence[Route]
+    headers_for: HeadersFor
+    verbose: bool = False
+    upstream_ca: Path | None = None
+    allow_nested: bool = False
+    confdir: Path | None = None
+    policy: Policy | None = None
+    audit: Audit | None = None
+    upstream_proxy: str | None = None
+    env: Mapping[str, str] | None = None
+    resolve: Mapping[str, str] | None = None
+    credential_ttl: float = 2.0
+    run_id: str | None = None
+    stdin: Stream = None
+    stdout: Stream = None
+    stderr: Stream = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated run: everything is known before the proxy starts."""
+
+    command: list[str]
+    parent: dict[str, str]
+    router: Router
+    resolve: dict[Address, Address]
+    upstream: tuple[str, str | None] | None
+    confdir: Path
+    reporter: Reporter
+
+
+def run_command(config: RunConfig) -> int:
+    """Run ``config.command`` behind the proxy and return its exit code.
+
+    128+N if the child died of signal N, 127 if the command is not found, 126 if it cannot be executed. Raises
+    :class:`~authsome.errors.AuthsomeError` (and never starts the child) for bad configuration or a proxy that
+    cannot start.
+    """
+    plan = _plan(config)
+    if isinstance(plan, int):
+        return plan
+    with _SignalRelay() as relay, _private_tempdir() as tmp:
+        try:
+            return _serve_and_run(config, plan, relay, tmp)
+        finally:
+            plan.reporter.close()
+
+
+def _plan(config: RunConfig) -> _Plan | int:
+    """Validate the configuration; an exit code instead when the command obviously cannot run."""
+    parent = dict(os.environ if config.env is None else config.env)
+    if parent.get(environment.RUN_MARKER) and not config.allow_nested:
+        raise UsageError(
+            "already inside `authsome run`",
+            "the outer run injects credentials already; pass --allow-nested to start another proxy anyway",
+        )
+    command = list(config.command)
+    if not command:
+        raise UsageError("no command to run", "put it after --, e.g. authsome run -- python agent.py")
+    router = Router(config.routes)
+    resolve = parse_resolve(parent.get(environment.TEST_RESOLVE_VAR, ""))
+    resolve.update(parse_resolve(",".join(f"{k}={v}" for k, v in (config.resolve or {}).items())))
+    upstream = upstream_proxy(config.upstream_proxy, parent)
+    if config.upstream_ca is not None and not config.upstream_ca.is_file():
+        raise UsageError(f"--upstream-ca {config.upstream_ca} is not a file", "name a PEM bundle of CA certificates")
+    problem = _not_runnable(command[0], parent.get("PATH", os.defpath))
+    if problem is not None:
+        code, why = problem
+        sys.stderr.write(f"authsome: {command[0]}: {why}\n")
+        return code
+    program = os.path.basename(command[0])  # never the arguments: they may hold secrets
+    context: dict[str, object] = {"run_id": config.run_id or secrets.token_hex(6), "command": program}
+    reporter = Reporter(verbose=config.verbose, audit=config.audit, context=context)
+    for name in router.unroutable():
+        reporter.info(f"provider {name} has no host_url: its requests get no credential")
+    confdir = (config.confdir or ca.default_confdir()).expanduser()
+    return _Plan(command, parent, router, resolve, upstream, confdir, reporter)
+
+
+def _serve_and_run(config: RunConfig, plan: _Plan, relay: _SignalRelay, tmp: Path) -> int:
+    from authsome.proxy.server import ProxyServer, ServerOptions, load_mitmproxy
+
+    load_mitmproxy()
+    from authsome.proxy.addon import Injector
+    from authsome.proxy.auth import ProxyAuth
+    from authsome.proxy.onboarding import LazyOnboarding
+    from authsome.proxy.tunnel import Targets, Tunnels
+
+    parent, router, reporter, upstream = plan.parent, plan.router, plan.reporter, plan.upstream
+    ca_cert = ca.ca_cert_path(plan.confdir)
+    nested = bool(parent.get(environment.RUN_MARKER))  # then the outer run, with this same CA, is our upstream
+    own_ca = ca.pem_certs(ca_cert.read_bytes())[:1] if ca_cert.is_file() and not nested else []
+    trust = ca.write_bundle(
+        tmp / "upstream-trust.pem",
+        [ca.system_bundle(), *ca.user_bundles(parent, [config.upstream_ca])],
+        exclude=own_ca[0] if own_ca else None,
+    )
+    token = secrets.token_urlsafe(24)
+    targets = Targets()
+    log = reporter.info if config.verbose else None
+    # Order matters within each hook: authentication first; the injector strips Proxy-* headers before the tunnel
+    # addon adds the chained proxy's own credentials to plain-HTTP requests.
+    addons = [
+        ProxyAuth(PROXY_USER, token),
+        Injector(
+            router, config.headers_for, targets, reporter, policy=config.policy, credential_ttl=config.credential_ttl
+        ),
+        Tunnels(router, targets, upstream_auth=upstream[1] if upstream else None, log=log),
+        LazyOnboarding(),
+    ]
+    front = FrontDoor(router, f"{PROXY_USER}:{token}".encode(), upstream=_front_upstream(upstream, trust), log=log)
+    options = ServerOptions(plan.confdir, trust, upstream[0] if upstream else None, config.verbose, plan.resolve)
+    server = ProxyServer(options, addons, front)
+    try:
+        port = server.start()
+        bundle = ca.write_bundle(tmp / "ca-bundle.pem", [ca.system_bundle(), *ca.user_bundles(parent), ca_cert])
+        node_extra = parent.get(environment.NODE_CA_VAR)
+        node_sources = [Path(node_extra)] if node_extra and Path(node_extra).is_file() else []
+        node_bundle = ca.write_bundle(tmp / "node-extra-ca.pem", [*node_sources, ca_cert])
+        env = environment.child_env(
+            parent,
+            url=environment.proxy_url(port, token, PROXY_USER),
+            bundle=bundle,
+            node_bundle=node_bundle,
+            providers=[r.provider for r in router.routes],
+        )
+        routes = ", ".join(f"{r.provider.name}/{r.connection}" for r in router.routes) or "none"
+        reporter.info(f"run {reporter.context['run_id']}: proxy on 127.0.0.1:{port}, CA {ca_cert}, routes: {routes}")
+        if relay.pending is not None:
+            return 128 + relay.pending
+        return _run_child(plan.command, env, relay, config)
+    finally:
+        server.stop()
+
+
+def _front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> UpstreamProxy | None:
+    """The chained proxy as the front door needs it (it opens the unrouted tunnels itself)."""
+    if upstream is None:
+        return None
+    parts = urlsplit(upstream[0])
+    assert parts.hostname is not None and parts.port is not None
+    tls = ssl.create_default_context(cafile=str(trust)) if parts.scheme == "https" else None
+    return UpstreamProxy(parts.scheme, (parts.hostname, parts.port), upstream[1], tls)
+
+
+def _run_child(command: list[str], env: dict[str, str], relay: _SignalRelay, config: RunConfig) -> int:
+    try:
+        child = subprocess.Popen(command, env=env, stdin=config.stdin, stdout=config.stdout, stderr=config.stderr)
+    except FileNotFoundError:
+        sys.stderr.write(f"authsome: {command[0]}: command not found\n")
+        return 127
+    except OSError as exc:
+        sys.stderr.write(f"authsome: {command[0]}: {exc.strerror or 'cannot execute'}\n")
+        return 126
+    relay.child = child
+    if relay.pending is not None:  # a signal arrived while the child was starting
+        relay.forward(relay.pending)
+    code = child.wait()
+    return 128 - code if code < 0 else code
+
+
+def _not_runnable(program: str, path: str) -> tuple[int, str] | None:
+    """(exit code, reason) when ``program`` obviously cannot run, checked before the proxy starts."""
+    if os.sep not in program:
+        found = shutil.which(program, path=path)
+        if found is None:
+            return 127, "command not found"
+        program = found
+    if not os.path.exists(program):
+        return 127, "no such file or directory"
+    if os.path.isdir(program):
+        return 126, "is a directory"
+    if not os.access(program, os.X_OK):
+        return 126, "permission denied"
+    return None
+
+
+def parse_resolve(text: str) -> dict[Address, Address]:
+    """``host:port=addr:port,...`` (``AUTHSOME_TEST_RESOLVE``) as {(canonical host, port): (addr, port)}."""
+    from authsome.providers.hosts import canonical_host
+
+    out: dict[Address, Address] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            source, dest = item.split("=", 1)
+            host, port = source.rsplit(":", 1)
+            addr, addr_port = dest.rsplit(":", 1)
+            out[(canonical_host(host), int(port))] = (addr.strip("[]"), int(addr_port))
+        except ValueError:
+            raise UsageError(f"resolve entry {item!r} is malformed", "write host:port=address:port") from None
+    return out
+
+
+def upstream_proxy(explicit: str | None, parent: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """The proxy to chain through, as (``scheme://host:port``, ``user:password`` or None).
+
+    ``explicit`` (``--upstream``) wins; otherwise the parent's ``https_proxy``/``HTTPS_PROXY`` (then ``http_proxy``/
+    ``HTTP_PROXY``). An inherited value that mitmproxy cannot chain through (e.g. ``socks5://``) is ignored.
+    """
+    url = explicit
+    if url is None:
+        url = next((parent[n] for n in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY") if parent.get(n)), "")
+        if not url:
+            return None
+        if "://" not in url:
+            url = "http://" + url
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+        if explicit is None:
+            return None
+        raise UsageError(
+            f"upstream proxy {explicit!r} is not an http:// or https:// proxy URL",
+            "e.g. --upstream http://proxy.corp:3128",
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    auth = f"{unquote(parts.username)}:{unquote(parts.password or '')}" if parts.username else None
+    return f"{parts.scheme}://{host}:{port}", auth
+
+
+@contextlib.contextmanager
+def _private_tempdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="authsome-run-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _SignalRelay:
+    """Forwards signals to the child; before the child exists, remembers the first one (the run then stops).
+
+    SIGINT/SIGQUIT typed at a terminal reach the whole foreground process group, the child included, so they are not
+    sent a second time when authsome itself is in the terminal's foreground group.
+    """
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self.pending: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._tty: int | None = None
+
+    def __enter__(self) -> _SignalRelay:
+        with contextlib.suppress(OSError):
+            self._tty = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+        for sig in FORWARDED_SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay with whoever owns them
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        if self._tty is not None:
+            os.close(self._tty)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.child is None:
+            if self.pending is None:
+                self.pending = signum
+            return
+        if signum in _TERMINAL_SIGNALS and self._from_terminal():
+            return
+        self.forward(signum)
+
+    def forward(self, signum: int) -> None:
+        if self.child is not None and self.child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.child.send_signal(signum)
+
+    def _from_terminal(self) -> bool:
+        if self._tty is None:
+            return False
+        try:
+            return os.tcgetpgrp(self._tty) == os.getpgrp()
+        except OSError:
+            return False

@@ -1,0 +1,372 @@
+"""Stand-in API servers for the proxy tests: real TLS (a trustme CA) on loopback, under the real provider host names.
+
+The proxy's ``resolve`` option (``AUTHSOME_TEST_RESOLVE``) points those names at 127.0.0.1:<port>; only the socket
+address changes, so SNI, certificate verification and routing see ``api.openai.com`` and friends. The child trusts the
+test CA the way a user would (``SSL_CERT_FILE`` in its parent environment), never by disabling verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from authsome.errors import CredentialMissing
+from authsome.providers import Provider, parse_provider
+from authsome.proxy.runner import Route, RunConfig, run_command
+
+BUNDLED = Path(__file__).resolve().parents[3] / "src" / "authsome" / "providers" / "bundled"
+HOSTS = ("api.openai.com", "api.anthropic.com", "api.github.com", "www.example.org")
+SECRETS = {"openai": "sk-test-openai-REAL", "anthropic": "sk-ant-test-REAL", "github": "gho_test_REAL"}
+PLACEHOLDER = "authsome-proxy-managed"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+@dataclass
+class Seen:
+    """One request as the stand-in received it."""
+
+    sni: str | None
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class StandIn:
+    """A TLS (or plain) stand-in server and everything it saw."""
+
+    port: int
+    seen: list[Seen] = field(default_factory=list)
+    sse_sent: list[float] = field(default_factory=list)
+    connections: int = 0
+
+    def last(self) -> Seen:
+        assert self.seen, "the stand-in received no request"
+        return self.seen[-1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _record(self) -> Seen:
+        sni = getattr(self.connection, "sni", None)
+        seen = Seen(sni, self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+        self.server.state.seen.append(seen)
+        return seen
+
+    def _json(self, status: int, payload: object) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        seen = self._record()
+        if self.path == "/ws" and seen.headers.get("upgrade", "").lower() == "websocket":
+            return self._websocket(seen)
+        if self.path.startswith("/sse"):
+            return self._sse([b"data: first\n\n", b"data: second\n\n"], gap=1.0)
+        if self.path == "/v1/models":
+            return self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": "gpt-standin", "object": "model", "created": 0, "owned_by": "authsome"}],
+                },
+            )
+        self._json(200, {"method": seen.method, "path": seen.path, "headers": seen.headers, "sni": seen.sni})
+
+    def do_POST(self) -> None:
+        seen = self._record()
+        length = int(self.headers.get("Content-Length") or 0)
+        payload = json.loads(self.rfile.read(length) or b"{}")
+        if self.path == "/v1/chat/completions":
+            return self._chat(payload)
+        self._json(200, {"method": seen.method, "path": seen.path, "headers": seen.headers, "body": payload})
+
+    def _chat(self, payload: dict[str, Any]) -> None:
+        base = {"id": "chatcmpl-standin", "created": 0, "model": payload.get("model", "gpt-standin")}
+        if not payload.get("stream"):
+            return self._json(
+                200,
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "hello from the stand-in"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                },
+            )
+        chunks = []
+        for i, text in enumerate(["Hel", "lo"]):
+            chunk = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None if i == 0 else "stop"}],
+            }
+            chunks.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        chunks[-1] += b"data: [DONE]\n\n"
+        self._sse(chunks, gap=1.0)
+
+    def _sse(self, events: list[bytes], gap: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i, event in enumerate(events):
+            if i:
+                time.sleep(gap)
+            self.server.state.sse_sent.append(time.time())
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _websocket(self, seen: Seen) -> None:
+        accept = base64.b64encode(hashlib.sha1((seen.headers["sec-websocket-key"] + WS_GUID).encode()).digest())
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            if opcode == 0x8:  # close: echo it and stop
+                self.wfile.write(bytes([0x88, len(data)]) + data)
+                self.wfile.flush()
+                return
+            if opcode in (0x1, 0x2):
+                reply = b"echo:" + data
+                self.wfile.write(bytes([0x80 | opcode, len(reply)]) + reply)
+                self.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.context = context
+        self.state = StandIn(self.server_address[1])
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """TLS handshake on the worker thread (a stalled client must not block the accept loop)."""
+        self.state.connections += 1
+        if self.context is not None:
+            try:
+                request = self.context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+        super().finish_request(request, client_address)
+
+
+def _record_sni(sock: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
+    sock.sni = name
+
+
+@pytest.fixture(scope="session")
+def test_ca() -> trustme.CA:
+    return trustme.CA(organization_name="authsome test CA")
+
+
+@pytest.fixture(scope="session")
+def test_ca_file(test_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("test-ca") / "test-ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def _serve(context: ssl.SSLContext | None) -> Iterator[StandIn]:
+    server = _Server(context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def tls_server(test_ca: trustme.CA) -> Iterator[StandIn]:
+    """One TLS stand-in answering for every host in HOSTS (its certificate names them all)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    test_ca.issue_cert(*HOSTS).configure_cert(context)
+    context.sni_callback = _record_sni
+    yield from _serve(context)
+
+
+@pytest.fixture(scope="session")
+def plain_server() -> Iterator[StandIn]:
+    yield from _serve(None)
+
+
+@pytest.fixture
+def standin(tls_server: StandIn) -> StandIn:
+    tls_server.seen.clear()
+    tls_server.sse_sent.clear()
+    return tls_server
+
+
+@pytest.fixture(scope="session")
+def confdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mitmproxy's CA directory, shared by the session (created by the first run)."""
+    return tmp_path_factory.mktemp("mitmproxy-confdir")
+
+
+def bundled(name: str) -> Provider:
+    return parse_provider(json.loads((BUNDLED / f"{name}.json").read_text()), source="bundled")
+
+
+def custom(name: str, host_url: str | list[str]) -> Provider:
+    return parse_provider(
+        {
+            "schema_version": 1,
+            "name": name,
+            "auth_type": "api_key",
+            "flow": "api_key",
+            "api_key": {"env_var": f"{name.upper().replace('-', '_')}_API_KEY"},
+            "host_url": host_url,
+        }
+    )
+
+
+class HeadersFor:
+    """The test's credential source: real-looking secrets per provider, shaped by the provider's header rule."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        missing: frozenset[str] = frozenset(),
+        delay: Mapping[str, float] | None = None,
+    ) -> None:
+        self.providers = providers
+        self.missing = missing
+        self.delay = dict(delay or {})
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, provider: str, connection: str) -> dict[str, str]:
+        self.calls.append((provider, connection))
+        time.sleep(self.delay.get(provider, 0.0))  # e.g. a token refresh
+        if provider in self.missing:
+            raise CredentialMissing(
+                f"no credential stored for {provider}/{connection}", f"run `authsome login {provider}`"
+            )
+        name, value = self.providers[provider].header(f"{SECRETS.get(provider, 'sk-other-REAL')}-{connection}")
+        return {name: value}
+
+
+def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A small, explicit parent environment (the developer's own proxy or CA variables must not leak in)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    headers_for: HeadersFor
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+RunFn = Callable[..., Run]
+
+
+@pytest.fixture
+def run(
+    tls_server: StandIn,
+    plain_server: StandIn,
+    test_ca_file: Path,
+    confdir: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> RunFn:
+    """``run(cmd, providers=..., env=..., **RunConfig fields)``: run_command with the stand-ins mapped in."""
+
+    def go(
+        command: list[str],
+        *,
+        providers: tuple[Provider, ...] | None = None,
+        trust_test_ca: bool = True,
+        env: Mapping[str, str] | None = None,
+        missing: frozenset[str] = frozenset(),
+        delay: Mapping[str, float] | None = None,
+        connections: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Run:
+        providers = providers if providers is not None else (bundled("openai"), bundled("anthropic"), bundled("github"))
+        resolve = ",".join(
+            [f"{h}:443=127.0.0.1:{tls_server.port}" for h in HOSTS]
+            + [f"{h}:80=127.0.0.1:{plain_server.port}" for h in HOSTS]
+        )
+        parent = base_env({"AUTHSOME_TEST_RESOLVE": resolve})
+        if trust_test_ca:
+            parent["SSL_CERT_FILE"] = str(test_ca_file)
+        parent.update(env or {})
+        headers_for = HeadersFor({p.name: p for p in providers}, missing, delay)
+        out_path = tmp_path / f"out-{time.monotonic_ns()}.txt"
+        routes = [Route(p, (connections or {}).get(p.name, "default")) for p in providers]
+        with out_path.open("wb") as out:
+            capfd.readouterr()
+            overrides.setdefault("confdir", confdir)
+            code = run_command(
+                RunConfig(command=command, routes=routes, headers_for=headers_for, env=parent, stdout=out, **overrides)
+            )
+        err = capfd.readouterr().err
+        return Run(code, out_path.read_text(), err, headers_for)
+
+    return go
+
+
+def py(script: str) -> list[str]:
+    """A Python child (the test interpreter, so requests/httpx/openai/websockets are importable)."""
+    return [sys.executable, "-c", script]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,147 @@
+"""The child process: exit codes, signals, nesting, start-up failures and temporary files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from authsome.errors import AuthsomeError, UsageError
+
+from .conftest import SECRETS, RunFn, StandIn, base_env, bundled, py
+
+pytestmark = pytest.mark.e2e
+
+RUNNER = """
+import pathlib, sys
+from authsome.proxy.runner import RunConfig, run_command
+config = RunConfig(command=sys.argv[2:], routes=[], headers_for=lambda p, c: {}, confdir=pathlib.Path(sys.argv[1]))
+sys.exit(run_command(config))
+"""
+CHILD = """
+import os, pathlib, signal, sys, time
+ready, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+def on_term(signum, frame):
+    marker.write_text(signal.Signals(signum).name)
+    sys.exit(7)
+if sys.argv[3] == "catch":
+    signal.signal(signal.SIGTERM, on_term)
+ready.write_text(f"{os.getpid()} {os.environ['SSL_CERT_FILE']}")
+time.sleep(30)
+"""
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where run_command's temporary directory goes, so a test can check it is gone."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return path
+
+
+def test_exit_code_is_the_childs(run: RunFn, private_tmp: Path) -> None:
+    assert run(["sh", "-c", "exit 42"]).code == 42
+    assert run(["sh", "-c", "kill -9 $$"]).code == 128 + 9
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_command_not_found_and_not_executable(run: RunFn, tmp_path: Path) -> None:
+    missing = run(["definitely-not-a-command-authsome"])
+    assert missing.code == 127 and "command not found" in missing.err
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    assert run([str(script)]).code == 126
+    assert run([str(tmp_path)]).code == 126
+    assert run([str(tmp_path / "nope")]).code == 127
+
+
+def test_nesting_is_refused_unless_allowed(run: RunFn) -> None:
+    with pytest.raises(UsageError, match="already inside `authsome run`") as info:
+        run(["true"], env={"AUTHSOME_RUN": "1"})
+    assert "--allow-nested" in (info.value.hint or "")
+    nested = run(py("import os; print(os.environ['AUTHSOME_RUN'])"), env={"AUTHSOME_RUN": "1"}, allow_nested=True)
+    assert nested.code == 0 and nested.out.strip() == "1"
+
+
+def test_bad_configuration_never_starts_the_child(run: RunFn, tmp_path: Path) -> None:
+    flag = tmp_path / "ran"
+    with pytest.raises(UsageError, match="routed twice"):
+        run(["touch", str(flag)], providers=(bundled("openai"), bundled("openai")))
+    with pytest.raises(UsageError, match="resolve entry"):
+        run(["touch", str(flag)], env={"AUTHSOME_TEST_RESOLVE": "api.openai.com=nowhere"})
+    with pytest.raises(UsageError, match="upstream proxy"):
+        run(["touch", str(flag)], upstream_proxy="socks5://127.0.0.1:1080")
+    assert not flag.exists()
+
+
+def test_proxy_start_failure_is_explained_and_cleaned_up(run: RunFn, tmp_path: Path, private_tmp: Path) -> None:
+    not_a_dir = tmp_path / "confdir-file"
+    not_a_dir.write_text("x")
+    flag = tmp_path / "ran"
+    with pytest.raises(AuthsomeError, match="the proxy did not start") as info:
+        run(["touch", str(flag)], confdir=not_a_dir)
+    assert "--verbose" in (info.value.hint or "")
+    assert not flag.exists()
+    assert list(private_tmp.iterdir()) == []
+
+
+def start_runner(tmp_path: Path, mode: str, *command: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    ready, marker = tmp_path / "ready", tmp_path / "marker"
+    child = command or (sys.executable, "-c", CHILD, str(ready), str(marker), mode)
+    env = {**base_env(), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(tmp_path / "confdir"), *child], env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while not (ready.exists() and ready.read_text()):
+        assert proc.poll() is None, "the runner exited early"
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    return proc, ready, marker
+
+
+def assert_cleaned(proc: subprocess.Popen[bytes], ready: Path) -> None:
+    child_pid, bundle = ready.read_text().split()
+    assert not Path(bundle).parent.exists(), "temporary CA bundle left behind"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(child_pid), 0)  # no orphan: the child is gone (and reaped)
+
+
+def test_sigterm_is_forwarded_and_the_childs_exit_code_returned(tmp_path: Path) -> None:
+    proc, ready, marker = start_runner(tmp_path, "catch")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 7
+    assert marker.read_text() == "SIGTERM"
+    assert_cleaned(proc, ready)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_signal_death_is_128_plus_n(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, ready, _ = start_runner(tmp_path, "default")
+    proc.send_signal(sig)
+    assert proc.wait(20) == 128 + sig
+    assert_cleaned(proc, ready)
+
+
+def test_an_allowed_nested_run_chains_through_the_outer_one(run: RunFn, standin: StandIn, confdir: Path) -> None:
+    inner = f"""
+import json, pathlib, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import bundled
+from authsome.proxy.runner import Route, RunConfig, run_command
+sys.exit(run_command(RunConfig(
+    command=["curl", "-sS", "--fail", "https://api.openai.com/v1/models"], routes=[Route(bundled("openai"))],
+    headers_for=lambda p, c: {{"Authorization": "Bearer sk-inner"}}, allow_nested=True,
+    confdir=pathlib.Path({str(confdir)!r}))))
+"""
+    result = run(py(inner), providers=(bundled("openai"),))
+    assert result.code == 0, result.err
+    assert standin.last().headers["authorization"] == f"Bearer {SECRETS['openai']}-default"  # the outer run's
