@@ -1,6 +1,6 @@
 """Speed of `authsome run`'s proxy, against direct connections and a plain mitmproxy set-up, measured in one run.
 
-    python benchmarks/proxy_bench.py [--requests 300] [--startups 7] [--download-mb 256]
+    python benchmarks/proxy_bench.py [--requests 300] [--rounds 3] [--startups 7] [--download-mb 256]
 
 Everything runs on loopback: a TLS stand-in for api.openai.com / www.example.org (trustme CA) in its own process,
 clients in their own processes. Figures printed:
@@ -181,6 +181,7 @@ def wall(cmd: list[str], env: dict[str, str], runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--startups", type=int, default=7)
     parser.add_argument("--download-mb", type=int, default=256)
     args = parser.parse_args()
@@ -220,17 +221,22 @@ def main() -> None:
         def baseline(cmd: list[str]) -> list[str]:
             return [PY, "-c", BASELINE, str(confdir), str(work / "ca.pem"), str(port), *cmd]
 
-        print(f"per-request latency, {args.requests} requests each (median ms)")
+        print(f"per-request latency, {args.requests} requests per client, median of {args.rounds} rounds (ms)")
         cases = (
             ("keepalive", HOST, "routed host, keep-alive"),
             ("new", HOST, "routed host, new connection"),
             ("new", OTHER, "other host, new connection"),
         )
         for kind, host, label in cases:
-            direct = run_json([PY, "-c", CLIENT, "direct", host, str(args.requests), kind, str(port)], direct_env)
-            ours = run_json(authsome("route", client(host, args.requests, kind)), proxied_env)
-            base = run_json(baseline(client(host, args.requests, kind)), proxied_env)
-            d, o, b = direct["median_ms"], ours["median_ms"], base["median_ms"]
+            samples: dict[str, list[float]] = {"direct": [], "ours": [], "base": []}
+            for _ in range(args.rounds):  # interleaved, so that a noisy moment hits all three alike
+                direct_cmd = [PY, "-c", CLIENT, "direct", host, str(args.requests), kind, str(port)]
+                samples["direct"].append(run_json(direct_cmd, direct_env)["median_ms"])
+                samples["ours"].append(
+                    run_json(authsome("route", client(host, args.requests, kind)), proxied_env)["median_ms"]
+                )
+                samples["base"].append(run_json(baseline(client(host, args.requests, kind)), proxied_env)["median_ms"])
+            d, o, b = (statistics.median(samples[k]) for k in ("direct", "ours", "base"))
             ratio = (o - d) / (b - d) if b > d else float("nan")
             print(
                 f"  {label:<28} direct {d:6.2f}   authsome {o:6.2f} (+{o - d:5.2f})   "
@@ -255,9 +261,16 @@ def main() -> None:
                 print(f"  `authsome run -- true` (CLI) failed with exit code {exc.returncode}")
 
         size = args.download_mb * 1_000_000
-        print(f"download of {args.download_mb} MB from {OTHER} (no route: tunnelled)")
-        direct_mb = run_json([PY, "-c", CLIENT, "direct", OTHER, str(size), "download", str(port)], direct_env)
-        tunnel_mb = run_json(authsome("route", client(OTHER, size, "download")), proxied_env)
+        print(f"download of {args.download_mb} MB from {OTHER} (no route: tunnelled), median of {args.rounds}")
+        direct_runs, tunnel_runs = [], []
+        for _ in range(args.rounds):
+            direct_cmd = [PY, "-c", CLIENT, "direct", OTHER, str(size), "download", str(port)]
+            direct_runs.append(run_json(direct_cmd, direct_env)["mb_per_s"])
+            tunnel_runs.append(run_json(authsome("route", client(OTHER, size, "download")), proxied_env)["mb_per_s"])
+        direct_mb, tunnel_mb = (
+            {"mb_per_s": statistics.median(direct_runs)},
+            {"mb_per_s": statistics.median(tunnel_runs)},
+        )
         ratio = tunnel_mb["mb_per_s"] / direct_mb["mb_per_s"]
         print(
             f"  direct {direct_mb['mb_per_s']:.0f} MB/s   tunnelled {tunnel_mb['mb_per_s']:.0f} MB/s   "

@@ -48,7 +48,8 @@ def authorize(
         if scopes:
             data["scope"] = " ".join(scopes)
         try:
-            response = oc.post(
+            response = oc.request(  # request(), not post(): only request() takes authlib's withhold_token
+                "POST",
                 device_url,
                 data=data,
                 auth=oc.client_auth(oc.token_endpoint_auth_method),
@@ -62,8 +63,8 @@ def authorize(
             error = safe_text(grant.get("error", f"HTTP {response.status_code}"), limit=60)
             description = safe_text(grant.get("error_description", ""))
             raise AuthenticationFailed(
-                f"{display_name} refused to start a device login: {error}" + (f" ({description})" if description
-                                                                              else ""),
+                f"{display_name} refused to start a device login: {error}"
+                + (f" ({description})" if description else ""),
                 "check the client id and that the provider allows the device flow for it",
             )
         device_code, user_code, verify_url, complete_url, expires_in, interval = _parse_grant(grant)
@@ -72,8 +73,15 @@ def authorize(
         if complete_url and not no_browser and ui.open_browser(complete_url):
             ui.info("A browser window opened with the code filled in; approve the request there.")
         return _poll(
-            oc, token_url, device_code, display_name, ui, clock=clock, sleep=sleep,
-            deadline=clock() + expires_in, interval=interval,
+            oc,
+            token_url,
+            device_code,
+            display_name,
+            ui,
+            clock=clock,
+            sleep=sleep,
+            deadline=clock() + expires_in,
+            interval=interval,
         )
 
 
@@ -81,8 +89,15 @@ def _parse_grant(grant: dict[str, Any]) -> tuple[str, str, str, str | None, floa
     device_code = grant.get("device_code")
     user_code = grant.get("user_code")
     verify_url = grant.get("verification_uri") or grant.get("verification_url")  # Google says _url
-    if not (isinstance(device_code, str) and device_code and isinstance(user_code, str) and user_code
-            and isinstance(verify_url, str) and len(user_code) <= 64 and user_code.isprintable()):
+    if not (
+        isinstance(device_code, str)
+        and device_code
+        and isinstance(user_code, str)
+        and user_code
+        and isinstance(verify_url, str)
+        and len(user_code) <= 64
+        and user_code.isprintable()
+    ):
         raise AuthenticationFailed(
             "the device authorization response is missing device_code, user_code or verification_uri",
             "the provider's device endpoint does not follow RFC 8628",
@@ -90,8 +105,14 @@ def _parse_grant(grant: dict[str, Any]) -> tuple[str, str, str, str | None, floa
     require_secure_url(verify_url, "verification URL")
     complete = grant.get("verification_uri_complete")
     complete_url = require_secure_url(complete, "verification URL") if isinstance(complete, str) and complete else None
-    return device_code, user_code, verify_url, complete_url, _seconds(grant.get("expires_in"), DEFAULT_EXPIRES_IN), \
-        _seconds(grant.get("interval"), DEFAULT_INTERVAL)
+    return (
+        device_code,
+        user_code,
+        verify_url,
+        complete_url,
+        _seconds(grant.get("expires_in"), DEFAULT_EXPIRES_IN),
+        _seconds(grant.get("interval"), DEFAULT_INTERVAL),
+    )
 
 
 def _seconds(value: object, default: float) -> float:

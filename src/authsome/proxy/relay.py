@@ -18,13 +18,14 @@ import contextlib
 import hmac
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from authsome.providers.hosts import canonical_host
 from authsome.proxy.routing import Router
 
 Address = tuple[str, int]
+Accept = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
@@ -201,13 +202,20 @@ class FrontDoor:
         self.upstream = upstream
         self.log = log
         self.backend: Address | None = None
+        self.accept: Accept | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._pipes: weakref.WeakSet[_Pipe] = weakref.WeakSet()
 
-    async def start(self, backend: Address) -> int:
-        """Start listening; ``backend`` is mitmproxy's own listening address. Returns the front door's port."""
+    async def start(self, backend: Address, accept: Accept | None = None) -> int:
+        """Start listening; returns the front door's port.
+
+        ``backend`` is mitmproxy's own listening address. ``accept``, when given, is mitmproxy's connection handler
+        (what its own server calls for each client): connections are then handed over in-process, without a second
+        loopback hop.
+        """
         self.backend = backend
+        self.accept = accept
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
         return int(self._server.sockets[0].getsockname()[1])
@@ -247,6 +255,9 @@ class FrontDoor:
             raise
 
     async def _hand_off(self, client: _Pipe, raw: bytes) -> None:
+        if self.accept is not None and client.transport is not None and not client.lost:
+            await self._hand_over(client, raw, self.accept)
+            return
         assert self.backend is not None
         try:
             backend = await self._connect(self.backend)
@@ -257,6 +268,24 @@ class FrontDoor:
         backend.transport.write(raw)
         client.pair(backend)
         backend.pair(client)
+
+    @staticmethod
+    async def _hand_over(client: _Pipe, raw: bytes, accept: Accept) -> None:
+        """Give the client's own connection to mitmproxy, with the bytes read so far put back in front."""
+        transport = client.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        reader.feed_data(raw + bytes(client.buffer))
+        client.buffer.clear()
+        if client.eof:
+            reader.feed_eof()
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        transport.resume_reading()
+        await accept(reader, writer)
 
     async def _tunnel(self, client: _Pipe, head: Head, target: Address) -> None:
         if not basic_auth_ok(head.headers.get("proxy-authorization", ""), self.credential):

@@ -109,6 +109,54 @@ def install_resolver(loop: asyncio.AbstractEventLoop, table: Mapping[Address, Ad
     loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
 
 
+_CA_OPTIONS = frozenset({"certs", "confdir", "key_size", "cert_passphrase"})
+
+
+def _ca_looks_usable(confdir: Path) -> bool:
+    """Whether mitmproxy's CA file is there with a key and a certificate (the full check happens on first use)."""
+    try:
+        data = (confdir.expanduser() / "mitmproxy-ca.pem").read_bytes()
+    except OSError:
+        return False
+    return b"PRIVATE KEY-----" in data and b"BEGIN CERTIFICATE-----" in data
+
+
+def _lazy_tls_config(base: Any) -> Any:
+    """mitmproxy's TLS addon, loading an existing CA on the first interception instead of at start-up.
+
+    Loading the CA key costs about 50 ms (an RSA key check); a run whose command never calls a routed host never pays
+    it. A missing CA is still created at start-up, because the child's CA bundle needs its certificate.
+    """
+    from mitmproxy import ctx
+
+    class LazyTlsConfig(base):  # type: ignore[misc]
+        deferred = False
+
+        def configure(self, updated: set[str]) -> None:
+            if _CA_OPTIONS & set(updated) and _ca_looks_usable(Path(ctx.options.confdir)) and not ctx.options.certs:
+                self.deferred = True
+                updated = set(updated) - _CA_OPTIONS
+            super().configure(updated)
+
+        def running(self) -> None:
+            """mitmproxy reloads the CA here (a workaround for a missed ``configure``); ``configure`` did its job."""
+
+        def load_ca(self) -> None:
+            if self.deferred:
+                self.deferred = False
+                super().configure(set(_CA_OPTIONS))
+
+        def tls_start_client(self, data: Any) -> None:
+            self.load_ca()
+            super().tls_start_client(data)
+
+        def quic_start_client(self, data: Any) -> None:
+            self.load_ca()
+            super().quic_start_client(data)
+
+    return LazyTlsConfig
+
+
 class _Ready:
     """Tells ``_main`` that mitmproxy is listening (the ``running`` hook comes after the servers start)."""
 
@@ -190,14 +238,8 @@ class ProxyServer:
         from mitmproxy.addons import disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
 
-        class TlsConfig(tlsconfig.TlsConfig):
-            """mitmproxy reloads the CA in ``running`` (a workaround for a missed ``configure``); skip a second load."""
-
-            def running(self) -> None:
-                if getattr(self, "certstore", None) is None:
-                    super().running()  # type: ignore[no-untyped-call]
-
-        mitm_addons: Any = (proxyserver.Proxyserver, next_layer.NextLayer, TlsConfig, disable_h2c.DisableH2C)
+        tls_config = _lazy_tls_config(tlsconfig.TlsConfig)
+        mitm_addons: Any = (proxyserver.Proxyserver, next_layer.NextLayer, tls_config, disable_h2c.DisableH2C)
 
         self._loop = asyncio.get_running_loop()
         if self.options.resolve:
@@ -225,12 +267,16 @@ class ProxyServer:
         await asyncio.wait([run, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         port = 0
+        accept = None
         if listening.is_set():
-            addrs = master.addons.get("proxyserver").listen_addrs()
+            servers = master.addons.get("proxyserver")
+            addrs = servers.listen_addrs()
             port = int(addrs[0][1]) if addrs else 0
+            # mitmproxy's per-connection entry point (11.x and 12.x); without it the front door relays over loopback
+            accept = next((getattr(s, "handle_stream", None) for s in servers.servers), None)
         if port and self.front is not None:
             try:
-                port = await self.front.start(("127.0.0.1", port))
+                port = await self.front.start(("127.0.0.1", port), accept)
             except OSError as exc:
                 self._log.errors.append(f"cannot listen on 127.0.0.1: {exc}")
                 port = 0

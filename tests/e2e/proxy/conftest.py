@@ -295,7 +295,7 @@ class HeadersFor:
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A small, explicit parent environment (the developer's own proxy or CA variables must not leak in)."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "PYTHONPATH")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update(extra or {})
     return env
