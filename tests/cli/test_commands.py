@@ -235,3 +235,20 @@ def test_usage_errors_exit_2(authsome: Runner) -> None:
     assert authsome("export", "openai", "--format", "yaml").code == 2
     assert authsome("frobnicate").code == 2
     assert authsome("login", "openai", "--connection", "Bad Name!").code == 2
+
+
+def test_log_shows_events_and_detects_tampering(authsome: Runner, authsome_home: Path) -> None:
+    login_openai(authsome)
+    assert authsome("export", "openai").code == 0
+    records = authsome("log", "--json", "--provider", "openai").json()["records"]
+    assert [r["event"] for r in records] == ["login", "export"]
+    assert_no_key(authsome("log"))
+    assert authsome("log", "--verify").code == 0
+    trail = authsome_home / "profiles" / "default" / "audit.jsonl"
+    lines = trail.read_text().splitlines()
+    doc = json.loads(lines[0])
+    doc["provider"] = "anthropic"
+    trail.write_text("\n".join([json.dumps(doc, sort_keys=True), *lines[1:]]) + "\n")
+    tampered = authsome("log", "--verify")
+    assert tampered.code == 1 and "TAMPERED" in tampered.out
+    assert authsome("log", "--since", "5x").code == 2
