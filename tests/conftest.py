@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The real OAuth server and headless Chromium, registered once for every test directory (one Playwright per process).
+pytest_plugins = ["tests.oauth_server.fixtures"]
+
 _SCRUB = (
     "AUTHSOME_",
     "OPENAI_API_KEY",

@@ -63,8 +63,12 @@ class OAuthServer:
         return self.issuer + path
 
     def provider(self, flow: str = "pkce", *, name: str = "testidp", scopes: tuple[str, ...] = ("openid", "email",
-                 "offline_access"), **oauth: Any) -> Provider:
-        """An authsome provider for this server. ``oauth`` overrides/extends the endpoint block (None removes)."""
+                 "offline_access"), confidential: bool = False, **oauth: Any) -> Provider:
+        """An authsome provider for this server. ``oauth`` overrides/extends the endpoint block (None removes).
+
+        ``confidential`` declares a client secret variable (TESTIDP_CLIENT_SECRET): without it set, the flow then
+        asks for the secret (masked prompt or browser form); public-client providers declare none.
+        """
         from authsome.providers.schema import parse_provider
 
         block: dict[str, Any] = {
@@ -80,9 +84,11 @@ class OAuthServer:
             block["registration_endpoint"] = self.url("/reg")
         block.update(oauth)
         block = {k: v for k, v in block.items() if v is not None}
+        client = {"client_id_env": "TESTIDP_CLIENT_ID"}
+        if confidential:
+            client["client_secret_env"] = "TESTIDP_CLIENT_SECRET"
         data = {"schema_version": 1, "name": name, "display_name": "Test IdP", "auth_type": "oauth2", "flow": flow,
-                "oauth": block, "client": {"client_id_env": "TESTIDP_CLIENT_ID",
-                                           "client_secret_env": "TESTIDP_CLIENT_SECRET"}}
+                "oauth": block, "client": client}
         return parse_provider(data)
 
     def introspect(self, token: str) -> dict[str, Any]:

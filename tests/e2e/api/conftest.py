@@ -18,7 +18,7 @@ import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from authsome import Authsome, ConnectionInfo, LoginOptions
-from oauth_server.fixtures import OAuthServer, approve, chromium, loopback_context, oauth_server  # noqa: F401
+from oauth_server.fixtures import OAuthServer, approve, loopback_context
 from oauth_server.harness import QueueUI
 
 if TYPE_CHECKING:
@@ -28,14 +28,14 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def page(chromium: Browser) -> Iterator[Page]:  # noqa: F811
+def page(chromium: Browser) -> Iterator[Page]:
     context = loopback_context(chromium)
     yield context.new_page()
     context.close()
 
 
 @pytest.fixture
-def idp(oauth_server: OAuthServer, tmp_path: Path) -> Authsome:  # noqa: F811
+def idp(oauth_server: OAuthServer, tmp_path: Path) -> Authsome:
     """An Authsome whose registry has `testidp`, a provider pointing at the real server."""
     path = tmp_path / "testidp.json"
     data = oauth_server.provider("pkce").to_dict()

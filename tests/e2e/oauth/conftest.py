@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from oauth_server.fixtures import (  # noqa: F401
+from oauth_server.fixtures import (
     PUBLIC_CLIENT,
     OAuthServer,
     approve,
-    chromium,
     loopback_context,
-    oauth_server,
 )
 from oauth_server.harness import LoginRun, QueueUI
 
@@ -29,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def page(chromium: Browser) -> Iterator[Page]:  # noqa: F811
+def page(chromium: Browser) -> Iterator[Page]:
     """A fresh browser profile (so every login starts signed out) that can only reach loopback."""
     context = loopback_context(chromium)
     yield context.new_page()
@@ -37,7 +35,7 @@ def page(chromium: Browser) -> Iterator[Page]:  # noqa: F811
 
 
 @pytest.fixture
-def pkce_login(oauth_server: OAuthServer, page: Page) -> Callable[..., tuple[Credential, ClientConfig]]:  # noqa: F811
+def pkce_login(oauth_server: OAuthServer, page: Page) -> Callable[..., tuple[Credential, ClientConfig]]:
     """Log in through PKCE with the browser approving as ``login``: ``pkce_login(client_id=..., **login_kwargs)``."""
 
     def run(client_id: str = PUBLIC_CLIENT, login: str = "alice", **kwargs: Any) -> tuple[Credential, ClientConfig]:

@@ -12,7 +12,6 @@ import pytest
 from authsome.providers.schema import Provider, parse_provider
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from oauth_server.fixtures import chromium  # noqa: F401
 
 
 @pytest.fixture
