@@ -86,21 +86,32 @@ class StandInAPI:
     port: int
     ca_file: Path
     seen: list[str | None]
+    headers: list[dict[str, str]]
+
+
+def _stand_in(host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInAPI]:
+    ca = trustme.CA()
+    ca_file = tmp_path / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    handler = type("Echo", (_Echo,), {"seen": [], "headers_seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(host).configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AUTHSOME_TEST_RESOLVE", f"{host}:443=127.0.0.1:{port}")
+    yield StandInAPI(host, port, ca_file, handler.seen, handler.headers_seen)
+    server.shutdown()
 
 
 @pytest.fixture
 def idp_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInAPI]:
     """A TLS API server for `testidp` under the name api.testidp.test (test CA; mapped by AUTHSOME_TEST_RESOLVE)."""
-    ca = trustme.CA()
-    ca_file = tmp_path / "test-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    handler = type("Echo", (_Echo,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("api.testidp.test").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AUTHSOME_TEST_RESOLVE", f"api.testidp.test:443=127.0.0.1:{port}")
-    yield StandInAPI("api.testidp.test", port, ca_file, handler.seen)
-    server.shutdown()
+    yield from _stand_in("api.testidp.test", tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def openai_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInAPI]:
+    """A TLS stand-in for api.openai.com (test CA; mapped by AUTHSOME_TEST_RESOLVE)."""
+    yield from _stand_in("api.openai.com", tmp_path, monkeypatch)

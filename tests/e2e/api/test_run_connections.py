@@ -1,0 +1,74 @@
+"""`authsome run` with the real store: per-run and per-request connection choice, audited."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authsome import Authsome, LoginOptions
+
+pytestmark = pytest.mark.e2e
+
+DEFAULT_KEY = "sk-default-0123456789abcdef"
+WORK_KEY = "sk-work-0123456789abcdef"
+
+
+def two_connections() -> Authsome:
+    Authsome(env={"OPENAI_API_KEY": DEFAULT_KEY}).login("openai")
+    Authsome(env={"OPENAI_API_KEY": WORK_KEY}).login("openai", LoginOptions(connection="work"))
+    return Authsome()
+
+
+def curl(*headers: str) -> list[str]:
+    cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} ", "https://api.openai.com/v1/models"]
+    for h in headers:
+        cmd += ["-H", h]
+    return cmd
+
+
+def test_per_request_connection_header_picks_and_is_stripped(openai_api: Any, tmp_path: Path) -> None:
+    auth = two_connections()
+    script = " && ".join(
+        shlex.join(c) for c in (curl(), curl("X-Authsome-Connection: work"), curl("X-Authsome-Connection: nope"))
+    )
+    out = tmp_path / "codes.txt"
+    code = auth.run(["sh", "-c", f"({script}) > {out}"], upstream_ca=openai_api.ca_file, confdir=tmp_path / "mitm")
+    assert code == 0
+    assert out.read_text().split() == ["200", "200", "401"]  # an unknown name is a clear 4xx, never sent upstream
+    assert openai_api.seen == [f"Bearer {DEFAULT_KEY}", f"Bearer {WORK_KEY}"]
+    assert all("x-authsome-connection" not in h for h in openai_api.headers)
+    records = [r for r in auth.log(provider="openai") if r["event"] == "request"]
+    assert [(r["connection"], r["decision"]) for r in records] == [
+        ("default", "injected"),
+        ("work", "injected"),
+        ("nope", "refused"),
+    ]
+
+
+def test_connection_flag_selects_the_run_default(openai_api: Any, tmp_path: Path) -> None:
+    auth = two_connections()
+    code = auth.run(curl(), connections={"openai": "work"}, upstream_ca=openai_api.ca_file, confdir=tmp_path / "m")
+    assert code == 0
+    assert openai_api.seen == [f"Bearer {WORK_KEY}"]
+
+
+def test_cli_run_exit_code_and_no_secret_in_child_env(openai_api: Any, tmp_path: Path) -> None:
+    two_connections()
+    authsome = str(Path(sys.executable).with_name("authsome"))
+    proc = subprocess.run(
+        [authsome, "run", "--upstream-ca", str(openai_api.ca_file), "--", "sh", "-c", "env; exit 7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 7
+    assert DEFAULT_KEY not in proc.stdout and WORK_KEY not in proc.stdout
+    assert "OPENAI_API_KEY=authsome-proxy-managed" in proc.stdout
+    assert "HTTPS_PROXY=http://authsome:" in proc.stdout
