@@ -21,6 +21,7 @@ from authsome.errors import AuthsomeError
 from authsome.models import DEFAULT_CONNECTION
 from authsome.policy import Policy
 from authsome.providers.hosts import canonical_host
+from authsome.proxy.redact import StreamRedactor, redact, secrets_of
 from authsome.proxy.report import Reporter, RequestRecord, path_only
 from authsome.proxy.routing import Ambiguous, Decision, Match, NoMatch, Router
 from authsome.proxy.tunnel import Address, Targets
@@ -33,6 +34,7 @@ _CONNECTION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _COMMAND_RE = re.compile(r"`(authsome [^`]+)`")
 _RECORD = "authsome.record"
 _START = "authsome.start"
+_SECRETS = "authsome.secrets"
 
 
 def split_authority(value: str, default_port: int) -> Address | None:
@@ -142,9 +144,17 @@ class Injector:
             request.stream = True  # uploads go through without being buffered
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        """Stream every response (server-sent events as they are sent, downloads without buffering)."""
-        if flow.response is not None and not flow.response.stream:
-            flow.response.stream = True
+        """Stream every response (server-sent events as they are sent, downloads without buffering); a response to
+        an injected request is streamed through a redactor so the credential never comes back to the child."""
+        response = flow.response
+        if response is None:
+            return
+        secrets: list[bytes] | None = flow.metadata.get(_SECRETS)
+        if secrets:
+            response.headers.fields = tuple((name, redact(value, secrets)) for name, value in response.headers.fields)
+            response.stream = StreamRedactor(secrets)
+        elif not response.stream:
+            response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -241,6 +251,8 @@ class Injector:
             return
         for name, value in headers.items():
             request.headers[name] = value  # replaces the child's placeholder header of the same name
+        flow.metadata[_SECRETS] = secrets_of(headers.values())
+        request.headers["accept-encoding"] = "identity"  # so an echoed credential can be found and redacted
         self._note(
             flow,
             RequestRecord(

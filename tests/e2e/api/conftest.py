@@ -63,14 +63,20 @@ def browser_login(page: Page) -> Callable[..., ConnectionInfo]:
 
 
 class _Echo(BaseHTTPRequestHandler):
-    """Answers every request with 200 and records its Authorization header."""
+    """Answers every request with 200 and records what arrived; ``/echo`` reflects the credential back."""
 
     seen: ClassVar[list[str | None]]
+    headers_seen: ClassVar[list[dict[str, str]]]
 
     def do_GET(self) -> None:
         self.seen.append(self.headers.get("Authorization"))
-        body = b'{"ok": true}'
+        self.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+        echo = self.path.startswith("/echo")  # a debug endpoint that reflects the request's credential
+        auth = self.headers.get("Authorization", "")
+        body = json.dumps({"you_sent": auth}).encode() if echo else b'{"ok": true}'
         self.send_response(200)
+        if echo:
+            self.send_header("X-Debug-Authorization", auth)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

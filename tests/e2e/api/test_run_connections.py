@@ -72,3 +72,14 @@ def test_cli_run_exit_code_and_no_secret_in_child_env(openai_api: Any, tmp_path:
     assert DEFAULT_KEY not in proc.stdout and WORK_KEY not in proc.stdout
     assert "OPENAI_API_KEY=authsome-proxy-managed" in proc.stdout
     assert "HTTPS_PROXY=http://authsome:" in proc.stdout
+
+
+def test_an_echoed_credential_is_redacted_before_the_child_sees_it(openai_api: Any, tmp_path: Path) -> None:
+    auth = two_connections()
+    out = tmp_path / "echo.txt"
+    command = f"curl -sS -D - https://api.openai.com/echo > {out}"
+    assert auth.run(["sh", "-c", command], upstream_ca=openai_api.ca_file, confdir=tmp_path / "mitm") == 0
+    seen_by_child = out.read_text()
+    assert openai_api.seen == [f"Bearer {DEFAULT_KEY}"]  # upstream got the real key…
+    assert DEFAULT_KEY not in seen_by_child  # …and the child never sees it, in headers or body
+    assert seen_by_child.count("[redacted]") == 2

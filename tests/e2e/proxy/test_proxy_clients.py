@@ -52,7 +52,8 @@ print(json.dumps(out))
 """
     result = run(py(script), connections={"github": "work"})
     assert result.code == 0, result.err
-    assert result.json() == [f"Bearer {SECRETS['github']}-work"] * 3
+    assert [h.startswith("[redacted]") for h in result.json()] == [True] * 3  # the echo never reaches the child
+    assert [s.headers["authorization"] for s in standin.seen[-3:]] == [f"Bearer {SECRETS['github']}-work"] * 3
     assert standin.connections >= 1
     assert result.headers_for.calls == [("github", "work")]  # reused for credential_ttl seconds
 
@@ -68,7 +69,10 @@ print(json.dumps({"status": r.status_code, "seen": r.json()["headers"]["authoriz
 """
     result = run(py(script))
     assert result.code == 0, result.err
-    assert result.json() == {"status": 200, "seen": f"Bearer {SECRETS['openai']}-default", "env": PLACEHOLDER}
+    got = result.json()
+    assert got["status"] == 200 and got["env"] == PLACEHOLDER
+    assert got["seen"].startswith("[redacted]")  # the stand-in echoes the header; the child gets it redacted
+    assert standin.last().headers["authorization"] == f"Bearer {SECRETS['openai']}-default"
 
 
 def test_openai_sdk_with_its_placeholder_key(run: RunFn, standin: StandIn) -> None:
@@ -161,7 +165,8 @@ print(json.dumps(issuers))
     data = result.json()
     assert data["www.example.org"] == ["authsome test CA", f"Bearer {PLACEHOLDER}"]
     assert "tunnel      www.example.org:443 (no route: relayed untouched)" in result.err
-    assert data["api.openai.com"] == ["mitmproxy", f"Bearer {SECRETS['openai']}-default"]
+    assert data["api.openai.com"][0] == "mitmproxy" and data["api.openai.com"][1].startswith("[redacted]")
+    assert any(s.headers.get("authorization") == f"Bearer {SECRETS['openai']}-default" for s in standin.seen)
 
 
 def test_child_environment(run: RunFn, test_ca_file: object) -> None:
