@@ -1,0 +1,94 @@
+"""`authsome run` chains through a real forward proxy (Debian's tinyproxy, with Basic credentials) inherited from
+the parent's HTTPS_PROXY. tinyproxy resolves the API's name itself: it runs in a private mount namespace whose
+/etc/hosts maps that name to loopback (root only, as CI is here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authsome import Authsome
+
+pytestmark = pytest.mark.e2e
+
+HOST = "api.corp-test.example"
+TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def tinyproxy(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    if os.geteuid() != 0 or not Path(TINYPROXY).exists() or shutil.which("unshare") is None:
+        pytest.skip("needs root, unshare and tinyproxy (scripts/test installs tinyproxy)")
+    port = _free_port()
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n127.0.0.1 {HOST}\n")
+    conf = tmp_path / "tinyproxy.conf"
+    log = tmp_path / "tinyproxy.log"
+    conf.write_text(
+        f"Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 20\nBasicAuth corp s3cret\n"
+        f'LogLevel Connect\nLogFile "{log}"\n'
+    )
+    proc = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", f"mount --bind {hosts} /etc/hosts && exec {TINYPROXY} -d -c {conf}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield port, log
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_chains_through_an_authenticated_tinyproxy(
+    tinyproxy: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.api.conftest import _stand_in
+
+    stand_in_gen = _stand_in(HOST, tmp_path, monkeypatch)
+    api = next(stand_in_gen)
+    monkeypatch.delenv("AUTHSOME_TEST_RESOLVE")  # the corporate proxy resolves the name, not authsome
+    provider = {
+        "schema_version": 1,
+        "name": "corpapi",
+        "display_name": "Corp API",
+        "auth_type": "api_key",
+        "flow": "api_key",
+        "host_url": f"{HOST}:{api.port}",
+        "api_key": {"header_name": "Authorization", "header_prefix": "Bearer ", "env_var": "CORP_KEY"},
+    }
+    (tmp_path / "corpapi.json").write_text(json.dumps(provider))
+    Authsome().register(tmp_path / "corpapi.json")
+    Authsome(env={"CORP_KEY": "corp-key-0123456789"}).login("corpapi")
+    port, log = tinyproxy
+    monkeypatch.setenv("HTTPS_PROXY", f"http://corp:s3cret@127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    out = tmp_path / "out.txt"
+    code = Authsome().run(
+        ["sh", "-c", f"curl -sS https://{HOST}:{api.port}/v1/things > {out}"],
+        upstream_ca=api.ca_file,
+        confdir=tmp_path / "mitm",
+    )
+    assert code == 0, out.read_text()
+    assert api.seen == ["Bearer corp-key-0123456789"]
+    assert f'Established connection to host "{HOST}"' in log.read_text()  # it really went through tinyproxy
+    for _ in stand_in_gen:
+        pass
