@@ -140,7 +140,7 @@ class Injector:
             self._passthrough(flow, target, decision.reason)
         else:
             await self._inject(flow, target, decision, chosen)
-        if flow.response is None and request.pretty_host != ONBOARDING_HOST:
+        if flow.response is None and target[0] != ONBOARDING_HOST:
             request.stream = True  # uploads go through without being buffered
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -20,8 +20,9 @@ class LazyOnboarding:
         self._app: Any = None
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or flow.request.pretty_host != APP_HOST:
-            return
+        request = flow.request
+        if flow.response is not None or request.scheme != "http" or request.pretty_host != APP_HOST:
+            return  # the page is served over plain HTTP only: no HTTPS tunnel to mitm.it is intercepted
         if self._app is None:
             from mitmproxy.addons.asgiapp import WSGIApp
             from mitmproxy.addons.onboardingapp import app

@@ -90,7 +90,8 @@ class Reporter:
         self._emit(text)
 
     def decided(self, record: RequestRecord) -> None:
-        self.info(record.line())
+        if self.verbose:
+            self._emit(record.line())
 
     def finished(self, record: RequestRecord) -> None:
         if self._pool is not None:

@@ -61,6 +61,7 @@ class _LazyPackage(types.ModuleType):
 
 def load_mitmproxy() -> None:
     """Make ``mitmproxy.addons`` importable without its eager ``__init__`` (idempotent)."""
+    _skip_message_type_checks()
     if _ADDONS_PACKAGE in sys.modules:
         return
     spec = importlib.util.find_spec(_ADDONS_PACKAGE)
@@ -72,6 +73,23 @@ def load_mitmproxy() -> None:
     package.__file__ = spec.origin
     package.__package__ = _ADDONS_PACKAGE
     sys.modules[_ADDONS_PACKAGE] = package
+
+
+def _skip_message_type_checks() -> None:
+    """Skip the field type checks mitmproxy runs on every HTTP message it builds unless Python runs with ``-O``.
+
+    ``MessageData.__post_init__`` exists only under ``__debug__``; it formats an error message for every field of
+    every request and response (about a tenth of the proxy's time per request). authsome's messages come from
+    mitmproxy's own parsers, so the run behaves as ``python -O`` would.
+    """
+    from mitmproxy import http
+
+    if "__post_init__" in vars(http.MessageData):
+        http.MessageData.__post_init__ = _no_check  # type: ignore[attr-defined]
+
+
+def _no_check(self: object) -> None:
+    """What ``MessageData.__post_init__`` does under ``python -O``: nothing."""
 
 
 def mitmproxy_version() -> tuple[int, ...]:
