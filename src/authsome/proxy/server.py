@@ -85,7 +85,7 @@ def _skip_message_type_checks() -> None:
     from mitmproxy import http
 
     if "__post_init__" in vars(http.MessageData):
-        http.MessageData.__post_init__ = _no_check  # type: ignore[attr-defined]
+        http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
 
 
 def _no_check(self: object) -> None:
