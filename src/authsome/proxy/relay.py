@@ -16,12 +16,15 @@ import base64
 import binascii
 import contextlib
 import hmac
+import os
+import socket
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from authsome.providers.hosts import canonical_host
+from authsome.proxy import splice
 from authsome.proxy.routing import Router
 
 Address = tuple[str, int]
@@ -83,9 +86,14 @@ class UpstreamProxy:
 
 
 class _Pipe(asyncio.Protocol):
-    """One end of a relay. Until it is paired it buffers what it receives and can hand out the first HTTP head."""
+    """One end of a relay. Until it is paired it buffers what it receives and can hand out the first HTTP head.
 
-    def __init__(self) -> None:
+    An outgoing connection (``outgoing=True``) reads nothing until it is paired or asked for a head, so that what the
+    server sends first stays in the kernel, where a :mod:`splice <authsome.proxy.splice>` relay can pick it up.
+    """
+
+    def __init__(self, outgoing: bool = False) -> None:
+        self.outgoing = outgoing
         self.transport: asyncio.Transport | None = None
         self.peer: _Pipe | None = None
         self.buffer = bytearray()
@@ -97,6 +105,8 @@ class _Pipe(asyncio.Protocol):
         """The bytes up to and including the first empty line (the rest stays buffered)."""
         self._head = asyncio.get_running_loop().create_future()
         self._check_head()
+        if self.transport is not None and not self._head.done():
+            self.transport.resume_reading()
         return await self._head
 
     def pair(self, peer: _Pipe) -> None:
@@ -127,6 +137,8 @@ class _Pipe(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.outgoing:
+            transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -178,6 +190,33 @@ class _Pipe(asyncio.Protocol):
             self._head.set_exception(exc)
 
 
+def _detachable(pipe: _Pipe) -> bool:
+    """Whether the pipe's socket can be taken over as is: plain TCP, open, nothing buffered either way."""
+    transport = pipe.transport
+    return (
+        transport is not None
+        and not pipe.lost
+        and not pipe.eof
+        and not pipe.buffer
+        and not transport.is_closing()
+        and transport.get_write_buffer_size() == 0
+        and transport.get_extra_info("sslcontext") is None
+        and transport.get_extra_info("socket") is not None
+    )
+
+
+def _detach(pipe: _Pipe) -> socket.socket:
+    """Take the socket away from its asyncio transport: a duplicate descriptor survives the transport's close."""
+    transport = pipe.transport
+    assert transport is not None
+    raw = transport.get_extra_info("socket")
+    sock = socket.socket(fileno=os.dup(raw.fileno()))
+    sock.setblocking(False)
+    pipe.transport = None  # the _Pipe forgets it; closing the transport closes only the original descriptor
+    transport.abort()
+    return sock
+
+
 def _response(status: int, reason: str, body: str = "", extra: str = "") -> bytes:
     payload = body.encode()
     return (
@@ -206,6 +245,7 @@ class FrontDoor:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._pipes: weakref.WeakSet[_Pipe] = weakref.WeakSet()
+        self._relays: set[splice.SpliceRelay] = set()
 
     async def start(self, backend: Address, accept: Accept | None = None) -> int:
         """Start listening; returns the front door's port.
@@ -227,6 +267,8 @@ class FrontDoor:
             task.cancel()
         for pipe in list(self._pipes):
             pipe.close()
+        for relay in list(self._relays):
+            relay.close()
 
     def _accept(self) -> _Pipe:
         pipe = _Pipe()
@@ -307,13 +349,37 @@ class FrontDoor:
         client.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         if self.log:
             self.log(f"tunnel      {where} (no route: relayed untouched)")
-        client.pair(server)
-        server.pair(client)
+        if not self._splice(client, server):
+            client.pair(server)
+            server.pair(client)
+
+    def _splice(self, client: _Pipe, server: _Pipe) -> bool:
+        """Relay the pair in the kernel (``splice(2)``) when both are plain sockets with nothing buffered."""
+        if not splice.available() or not (_detachable(client) and _detachable(server)):
+            return False
+        loop = asyncio.get_running_loop()
+        try:
+            a, b = _detach(client), _detach(server)
+        except OSError:  # pragma: no cover - out of descriptors: the relay closes both
+            client.close()
+            server.close()
+            return True
+        try:
+            relay = splice.SpliceRelay(loop, a, b, lambda: self._relays.discard(relay))
+        except OSError:  # pragma: no cover - no pipe could be made
+            a.close()
+            b.close()
+            return True
+        self._relays.add(relay)
+        relay.start()
+        return True
 
     async def _connect(self, address: Address, tls: ssl.SSLContext | None = None) -> _Pipe:
         loop = asyncio.get_running_loop()
         _, pipe = await asyncio.wait_for(
-            loop.create_connection(_Pipe, address[0], address[1], ssl=tls, server_hostname=address[0] if tls else None),
+            loop.create_connection(
+                lambda: _Pipe(outgoing=True), *address, ssl=tls, server_hostname=address[0] if tls else None
+            ),
             CONNECT_TIMEOUT,
         )
         self._pipes.add(pipe)
