@@ -25,6 +25,7 @@ from typing import Any
 
 from authsome.errors import AuthsomeError
 from authsome.proxy.relay import FrontDoor
+from authsome.proxy.resolve import CachingResolver
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -101,30 +102,6 @@ def mitmproxy_version() -> tuple[int, ...]:
 def http2_is_safe() -> bool:
     """HTTP/2 from clients only where the h2→h1 smuggling fix (GHSA-847f-9342-265h, mitmproxy 12.1.2) is present."""
     return mitmproxy_version() >= (12, 1, 2)
-
-
-def install_resolver(loop: asyncio.AbstractEventLoop, table: Mapping[Address, Address]) -> None:
-    """Make ``loop`` connect to ``table[(host, port)]`` instead of ``host:port`` (names stay as they are).
-
-    Only the socket address changes: mitmproxy still sees the real host name, so SNI, certificate verification and
-    routing behave exactly as they would against the real server. Used by tests to serve stand-ins on loopback.
-    """
-    from authsome.providers.hosts import canonical_host
-
-    real = loop.getaddrinfo
-
-    async def getaddrinfo(
-        host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
-    ) -> Any:
-        try:
-            key = (canonical_host(host.decode() if isinstance(host, bytes) else str(host)), int(port))
-        except (TypeError, ValueError):
-            key = None
-        if key is not None and key in table:
-            host, port = table[key]
-        return await real(host, port, family=family, type=type, proto=proto, flags=flags)
-
-    loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
 
 
 _CA_OPTIONS = frozenset({"certs", "confdir", "key_size", "cert_passphrase"})
@@ -256,19 +233,21 @@ class ProxyServer:
         from mitmproxy.addons import disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
 
+        from authsome.proxy.sessions import UpstreamSessions
+
         tls_config = _lazy_tls_config(tlsconfig.TlsConfig)
         mitm_addons: Any = (proxyserver.Proxyserver, next_layer.NextLayer, tls_config, disable_h2c.DisableH2C)
 
         self._loop = asyncio.get_running_loop()
-        if self.options.resolve:
-            install_resolver(self._loop, self.options.resolve)
+        CachingResolver(self._loop, self.options.resolve).install(self._loop)
         opts: Any = options.Options()
         master: Any = Master(opts, event_loop=self._loop)
         self._master = master
         listening = asyncio.Event()
         # Order matters: authsome's addons decide before mitmproxy's defaults (next_layer, TLS) see an event.
         master.addons.add(*self.addons)
-        master.addons.add(*(cls() for cls in mitm_addons), _Ready(listening))
+        # after mitmproxy's TLS addon, which creates the upstream connection that UpstreamSessions resumes
+        master.addons.add(*(cls() for cls in mitm_addons), UpstreamSessions(), _Ready(listening))
         o = self.options
         opts.update(
             mode=[f"upstream:{o.upstream_proxy}" if o.upstream_proxy else "regular"],

@@ -45,6 +45,7 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    resumed: bool | None = None  # whether the TLS connection resumed an earlier session (None: plain HTTP)
 
 
 @dataclass
@@ -70,7 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self) -> Seen:
         sni = getattr(self.connection, "sni", None)
-        seen = Seen(sni, self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+        resumed = getattr(self.connection, "session_reused", None)
+        seen = Seen(sni, self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, resumed)
         self.server.state.seen.append(seen)
         return seen
 
