@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from mitmproxy import connection, tls
+from mitmproxy import connection, http, tls
 from mitmproxy.proxy import server_hooks
 
 MAX_SESSIONS = 256
@@ -24,7 +24,8 @@ class UpstreamSessions:
 
     def __init__(self) -> None:
         self._sessions: OrderedDict[SessionKey, Any] = OrderedDict()
-        self._live: dict[str, tuple[SessionKey, Any]] = {}
+        self._live: dict[str, tuple[SessionKey, Any]] = {}  # server connection id -> (key, pyOpenSSL connection)
+        self._kept: set[str] = set()  # server connection ids whose session was kept at their first response
 
     def tls_start_server(self, data: tls.TlsData) -> None:
         conn = data.conn
@@ -38,15 +39,27 @@ class UpstreamSessions:
 
     def tls_failed_server(self, data: tls.TlsData) -> None:
         entry = self._live.pop(data.conn.id, None)
+        self._kept.discard(data.conn.id)
         if entry is not None:
             self._sessions.pop(entry[0], None)  # never offer it again
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Keep the session once the first response arrives: a TLS 1.3 ticket comes after the handshake, before any
+        response, and the next connection to the host may start before this one ends."""
+        conn_id = flow.server_conn.id
+        entry = self._live.get(conn_id)
+        if entry is not None and conn_id not in self._kept:
+            self._kept.add(conn_id)
+            self._keep(*entry)
+
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        """Keep the connection's session (a TLS 1.3 ticket arrives after the handshake, so it is read at the end)."""
+        """Keep the connection's latest session (a server may send new tickets at any time)."""
         entry = self._live.pop(data.server.id, None)
-        if entry is None or not data.server.tls_established:
-            return
-        key, ssl_conn = entry
+        self._kept.discard(data.server.id)
+        if entry is not None and data.server.tls_established:
+            self._keep(*entry)
+
+    def _keep(self, key: SessionKey, ssl_conn: Any) -> None:
         session = ssl_conn.get_session()
         if session is None:
             return
