@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 
 from authsome.providers import Provider, parse_provider
 
 MakeProvider = Callable[..., Provider]
+T = TypeVar("T")
 
 
 def make_provider(
@@ -40,3 +43,9 @@ def make_provider(
 @pytest.fixture
 def provider() -> MakeProvider:
     return make_provider
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on a thread of its own: a session-wide Playwright browser keeps a loop running here."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main).result()

@@ -22,6 +22,8 @@ from authsome.proxy import splice
 from authsome.proxy.relay import FrontDoor
 from authsome.proxy.routing import Router
 
+from .conftest import run_async
+
 CREDENTIAL = b"authsome:test-token"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -81,7 +83,7 @@ def test_large_streams_both_ways_with_half_close(relay_kind: str) -> None:
         assert answer[32:] == download
         writer.close()
 
-    asyncio.run(_with_tunnel(upstream, body))
+    run_async(_with_tunnel(upstream, body))
 
 
 def _more_than_the_kernel_buffers() -> int:
@@ -118,7 +120,7 @@ def test_slow_reader_gets_every_byte(relay_kind: str) -> None:
         assert bytes(received) == payload
         writer.close()
 
-    asyncio.run(_with_tunnel(upstream, body))
+    run_async(_with_tunnel(upstream, body))
 
 
 def test_upstream_reset_ends_the_client_side(relay_kind: str) -> None:
@@ -143,7 +145,7 @@ def test_upstream_reset_ends_the_client_side(relay_kind: str) -> None:
             await asyncio.sleep(0.01)
         assert not front._relays  # the relay let go of both sockets
 
-    asyncio.run(_with_tunnel(upstream, body))
+    run_async(_with_tunnel(upstream, body))
 
 
 def test_closing_the_front_door_ends_live_tunnels(relay_kind: str) -> None:
@@ -161,4 +163,4 @@ def test_closing_the_front_door_ends_live_tunnels(relay_kind: str) -> None:
             assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
 
-    asyncio.run(_with_tunnel(upstream, body))
+    run_async(_with_tunnel(upstream, body))

@@ -15,6 +15,8 @@ import pytest
 
 from authsome.proxy.resolve import CachingResolver
 
+from .conftest import run_async
+
 
 def _resolver(
     loop: asyncio.AbstractEventLoop, ttl: float = 30.0, table: dict[tuple[str, int], tuple[str, int]] | None = None
@@ -36,7 +38,7 @@ def _run(body: Callable[[asyncio.AbstractEventLoop], Awaitable[None]]) -> None:
     async def main() -> None:
         await body(asyncio.get_running_loop())
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_answers_are_reused_until_they_expire() -> None:
