@@ -26,6 +26,7 @@ from typing import Any
 from authsome.errors import AuthsomeError
 from authsome.proxy.relay import FrontDoor
 from authsome.proxy.resolve import CachingResolver
+from authsome.proxy.tls import tls_addon
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -102,54 +103,6 @@ def mitmproxy_version() -> tuple[int, ...]:
 def http2_is_safe() -> bool:
     """HTTP/2 from clients only where the h2→h1 smuggling fix (GHSA-847f-9342-265h, mitmproxy 12.1.2) is present."""
     return mitmproxy_version() >= (12, 1, 2)
-
-
-_CA_OPTIONS = frozenset({"certs", "confdir", "key_size", "cert_passphrase"})
-
-
-def _ca_looks_usable(confdir: Path) -> bool:
-    """Whether mitmproxy's CA file is there with a key and a certificate (the full check happens on first use)."""
-    try:
-        data = (confdir.expanduser() / "mitmproxy-ca.pem").read_bytes()
-    except OSError:
-        return False
-    return b"PRIVATE KEY-----" in data and b"BEGIN CERTIFICATE-----" in data
-
-
-def _lazy_tls_config(base: Any) -> Any:
-    """mitmproxy's TLS addon, loading an existing CA on the first interception instead of at start-up.
-
-    Loading the CA key costs about 50 ms (an RSA key check); a run whose command never calls a routed host never pays
-    it. A missing CA is still created at start-up, because the child's CA bundle needs its certificate.
-    """
-    from mitmproxy import ctx
-
-    class LazyTlsConfig(base):  # type: ignore[misc]
-        deferred = False
-
-        def configure(self, updated: set[str]) -> None:
-            if _CA_OPTIONS & set(updated) and _ca_looks_usable(Path(ctx.options.confdir)) and not ctx.options.certs:
-                self.deferred = True
-                updated = set(updated) - _CA_OPTIONS
-            super().configure(updated)
-
-        def running(self) -> None:
-            """mitmproxy reloads the CA here (a workaround for a missed ``configure``); ``configure`` did its job."""
-
-        def load_ca(self) -> None:
-            if self.deferred:
-                self.deferred = False
-                super().configure(set(_CA_OPTIONS))
-
-        def tls_start_client(self, data: Any) -> None:
-            self.load_ca()
-            super().tls_start_client(data)
-
-        def quic_start_client(self, data: Any) -> None:
-            self.load_ca()
-            super().quic_start_client(data)
-
-    return LazyTlsConfig
 
 
 class _Ready:
@@ -233,9 +186,7 @@ class ProxyServer:
         from mitmproxy.addons import disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
 
-        from authsome.proxy.sessions import UpstreamSessions
-
-        tls_config = _lazy_tls_config(tlsconfig.TlsConfig)
+        tls_config = tls_addon(tlsconfig.TlsConfig)
         mitm_addons: Any = (proxyserver.Proxyserver, next_layer.NextLayer, tls_config, disable_h2c.DisableH2C)
 
         self._loop = asyncio.get_running_loop()
@@ -244,10 +195,10 @@ class ProxyServer:
         master: Any = Master(opts, event_loop=self._loop)
         self._master = master
         listening = asyncio.Event()
+        started = _Ready(listening)
         # Order matters: authsome's addons decide before mitmproxy's defaults (next_layer, TLS) see an event.
         master.addons.add(*self.addons)
-        # after mitmproxy's TLS addon, which creates the upstream connection that UpstreamSessions resumes
-        master.addons.add(*(cls() for cls in mitm_addons), UpstreamSessions(), _Ready(listening))
+        master.addons.add(*(cls() for cls in mitm_addons), started)
         o = self.options
         opts.update(
             mode=[f"upstream:{o.upstream_proxy}" if o.upstream_proxy else "regular"],
@@ -266,6 +217,7 @@ class ProxyServer:
         port = 0
         accept = None
         if listening.is_set():
+            master.addons.remove(started)  # every addon is asked about every event: keep the chain short
             servers = master.addons.get("proxyserver")
             addrs = servers.listen_addrs()
             port = int(addrs[0][1]) if addrs else 0

@@ -1,0 +1,130 @@
+"""authsome's TLS addon: mitmproxy's own (``TlsConfig``), loading the CA lazily and resuming upstream sessions.
+
+* **Lazy CA.** Loading the CA key costs about 50 ms (an RSA key check); a run whose command never calls a routed host
+  never pays it. A missing CA is still created at start-up, because the child's CA bundle needs its certificate.
+* **Upstream session resumption.** mitmproxy does a full handshake for every upstream connection; agents open many
+  short connections to the same few API hosts. The last session (a TLS 1.3 ticket or a TLS 1.2 session id) of each
+  (SNI, host, port) is offered to the next connection to that same name, through the same verifying TLS context; the
+  server decides whether to accept it, and a refused or stale session only means a full handshake. Sessions live in
+  memory for the run only.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+CA_OPTIONS = frozenset({"certs", "confdir", "key_size", "cert_passphrase"})
+MAX_SESSIONS = 256
+SessionKey = tuple[str | None, Any]
+
+
+def ca_looks_usable(confdir: Path) -> bool:
+    """Whether mitmproxy's CA file is there with a key and a certificate (the full check happens on first use)."""
+    try:
+        data = (confdir.expanduser() / "mitmproxy-ca.pem").read_bytes()
+    except OSError:
+        return False
+    return b"PRIVATE KEY-----" in data and b"BEGIN CERTIFICATE-----" in data
+
+
+class SessionStore:
+    """The latest TLS session per upstream name, and the live upstream connections that may bring a newer one."""
+
+    def __init__(self) -> None:
+        self._sessions: OrderedDict[SessionKey, Any] = OrderedDict()
+        self._live: dict[str, tuple[SessionKey, Any]] = {}  # server connection id -> (key, pyOpenSSL connection)
+        self._kept: set[str] = set()  # connections whose session was kept at their first response
+
+    def offer(self, conn_id: str, key: SessionKey, ssl_conn: Any) -> None:
+        """Before the handshake: resume the name's last session, if any, and follow this connection."""
+        session = self._sessions.get(key)
+        if session is not None:
+            ssl_conn.set_session(session)
+        self._live[conn_id] = (key, ssl_conn)
+
+    def first_response(self, conn_id: str) -> None:
+        """A TLS 1.3 ticket arrives after the handshake, before any response; the next connection to the host may
+        start before this one ends, so the session is kept as soon as the first response comes."""
+        entry = self._live.get(conn_id)
+        if entry is not None and conn_id not in self._kept:
+            self._kept.add(conn_id)
+            self._keep(*entry)
+
+    def ended(self, conn_id: str, established: bool) -> None:
+        """Keep the connection's latest session (a server may send new tickets at any time)."""
+        entry = self._live.pop(conn_id, None)
+        self._kept.discard(conn_id)
+        if entry is not None and established:
+            self._keep(*entry)
+
+    def failed(self, conn_id: str) -> None:
+        """The handshake failed: never offer that name's session again."""
+        entry = self._live.pop(conn_id, None)
+        self._kept.discard(conn_id)
+        if entry is not None:
+            self._sessions.pop(entry[0], None)
+
+    def _keep(self, key: SessionKey, ssl_conn: Any) -> None:
+        session = ssl_conn.get_session()
+        if session is None:
+            return
+        self._sessions[key] = session
+        self._sessions.move_to_end(key)
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+
+
+def tls_addon(base: Any) -> Any:
+    """A subclass of mitmproxy's ``TlsConfig`` (passed in: mitmproxy is imported only once a run starts)."""
+    from mitmproxy import connection, ctx, http, tls
+    from mitmproxy.proxy import server_hooks
+
+    class AuthsomeTlsConfig(base):  # type: ignore[misc]
+        deferred = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sessions = SessionStore()
+
+        # -- the CA, loaded on first use -----------------------------------------------------------------------------
+        def configure(self, updated: set[str]) -> None:
+            if CA_OPTIONS & set(updated) and ca_looks_usable(Path(ctx.options.confdir)) and not ctx.options.certs:
+                self.deferred = True
+                updated = set(updated) - CA_OPTIONS
+            super().configure(updated)
+
+        def running(self) -> None:
+            """mitmproxy reloads the CA here (a workaround for a missed ``configure``); ``configure`` did its job."""
+
+        def load_ca(self) -> None:
+            if self.deferred:
+                self.deferred = False
+                super().configure(set(CA_OPTIONS))
+
+        def tls_start_client(self, data: tls.TlsData) -> None:
+            self.load_ca()
+            super().tls_start_client(data)
+
+        def quic_start_client(self, data: tls.TlsData) -> None:
+            self.load_ca()
+            super().quic_start_client(data)
+
+        # -- upstream sessions ---------------------------------------------------------------------------------------
+        def tls_start_server(self, data: tls.TlsData) -> None:
+            super().tls_start_server(data)
+            conn = data.conn
+            if data.ssl_conn is not None and isinstance(conn, connection.Server) and conn.address is not None:
+                self.sessions.offer(conn.id, (conn.sni, tuple(conn.address)), data.ssl_conn)
+
+        def tls_failed_server(self, data: tls.TlsData) -> None:
+            self.sessions.failed(data.conn.id)
+
+        def responseheaders(self, flow: http.HTTPFlow) -> None:
+            self.sessions.first_response(flow.server_conn.id)
+
+        def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
+            self.sessions.ended(data.server.id, data.server.tls_established)
+
+    return AuthsomeTlsConfig
