@@ -186,6 +186,8 @@ class ProxyServer:
         from mitmproxy.addons import disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
 
+        from authsome.proxy.dispatch import HookDispatch
+
         tls_config = tls_addon(tlsconfig.TlsConfig)
         mitm_addons: Any = (proxyserver.Proxyserver, next_layer.NextLayer, tls_config, disable_h2c.DisableH2C)
 
@@ -193,6 +195,7 @@ class ProxyServer:
         CachingResolver(self._loop, self.options.resolve).install(self._loop)
         opts: Any = options.Options()
         master: Any = Master(opts, event_loop=self._loop)
+        HookDispatch.install(master)
         self._master = master
         listening = asyncio.Event()
         started = _Ready(listening)

@@ -1,0 +1,92 @@
+"""The hook dispatcher behaves as mitmproxy's own addon manager: order, async hooks, errors, halts, chain changes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from mitmproxy import exceptions, hooks, options
+from mitmproxy.master import Master
+
+from authsome.proxy.dispatch import HookDispatch
+
+from .conftest import run_async
+
+
+class Recorder:
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name = name
+        self.calls = calls
+
+    def running(self) -> None:
+        self.calls.append(self.name)
+
+
+class AsyncRecorder(Recorder):
+    async def running(self) -> None:  # type: ignore[override]
+        self.calls.append(self.name)
+
+
+class Broken:
+    name = "broken"
+
+    def running(self) -> None:
+        raise ValueError("addon bug")
+
+
+class Halting:
+    name = "halting"
+
+    def running(self) -> None:
+        raise exceptions.AddonHalt()
+
+
+class Silent:
+    name = "silent"  # implements no hook at all
+
+
+async def _main_with(addons: tuple[object, ...], calls: list[str]) -> list[str]:
+    master = Master(options.Options())
+    dispatch = HookDispatch.install(master)
+    assert master.addons is dispatch
+    dispatch.add(*addons)
+    await dispatch.trigger_event(hooks.RunningHook())
+    return calls
+
+
+def test_hooks_run_in_chain_order_sync_and_async() -> None:
+    calls: list[str] = []
+    run_async(_main_with((Recorder("a", calls), Silent(), AsyncRecorder("b", calls), Recorder("c", calls)), calls))
+    assert calls == ["a", "b", "c"]
+
+
+def test_an_addon_error_is_logged_and_the_others_still_run(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    with caplog.at_level(logging.ERROR):
+        run_async(_main_with((Recorder("a", calls), Broken(), Recorder("b", calls)), calls))
+    assert calls == ["a", "b"]
+    assert "Addon error: addon bug" in caplog.text
+
+
+def test_addon_halt_stops_the_chain() -> None:
+    calls: list[str] = []
+    run_async(_main_with((Recorder("a", calls), Halting(), Recorder("b", calls)), calls))
+    assert calls == ["a"]
+
+
+def test_adding_and_removing_addons_is_seen_by_the_next_event() -> None:
+    calls: list[str] = []
+
+    async def main() -> None:
+        master = Master(options.Options())
+        dispatch = HookDispatch.install(master)
+        first = Recorder("a", calls)
+        dispatch.add(first)
+        await dispatch.trigger_event(hooks.RunningHook())
+        dispatch.add(Recorder("b", calls))
+        await dispatch.trigger_event(hooks.RunningHook())
+        dispatch.remove(first)
+        await dispatch.trigger_event(hooks.RunningHook())
+
+    run_async(main())
+    assert calls == ["a", "a", "b", "b"]
