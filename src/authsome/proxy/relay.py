@@ -358,17 +358,16 @@ class FrontDoor:
         if not splice.available() or not (_detachable(client) and _detachable(server)):
             return False
         loop = asyncio.get_running_loop()
+        taken: list[socket.socket] = []
         try:
-            a, b = _detach(client), _detach(server)
-        except OSError:  # pragma: no cover - out of descriptors: the relay closes both
+            taken.append(_detach(client))
+            taken.append(_detach(server))
+            relay = splice.SpliceRelay(loop, taken[0], taken[1], lambda: self._relays.discard(relay))
+        except OSError:  # pragma: no cover - out of descriptors: give up on this tunnel
+            for sock in taken:
+                sock.close()
             client.close()
             server.close()
-            return True
-        try:
-            relay = splice.SpliceRelay(loop, a, b, lambda: self._relays.discard(relay))
-        except OSError:  # pragma: no cover - no pipe could be made
-            a.close()
-            b.close()
             return True
         self._relays.add(relay)
         relay.start()
