@@ -1,7 +1,8 @@
-"""authsome's TLS addon: mitmproxy's own (``TlsConfig``), loading the CA lazily and resuming upstream sessions.
+"""authsome's TLS addon: mitmproxy's own (``TlsConfig``), with a lazily loaded CA, EC leaf keys and upstream sessions.
 
 * **Lazy CA.** Loading the CA key costs about 50 ms (an RSA key check); a run whose command never calls a routed host
   never pays it. A missing CA is still created at start-up, because the child's CA bundle needs its certificate.
+* **EC leaf keys** (:class:`LeafKeys`): the child's handshakes are signed with ECDSA, not the CA's RSA key.
 * **Upstream session resumption.** mitmproxy does a full handshake for every upstream connection; agents open many
   short connections to the same few API hosts. The last session (a TLS 1.3 ticket or a TLS 1.2 session id) of each
   (SNI, host, port) is offered to the next connection to that same name, through the same verifying TLS context; the
@@ -76,6 +77,56 @@ class SessionStore:
             self._sessions.popitem(last=False)
 
 
+class LeafKeys:
+    """The certificates shown to the child, re-issued for one per-run EC P-256 key.
+
+    mitmproxy gives every leaf certificate its CA's key, usually RSA-2048, so each intercepted connection costs an RSA
+    signature. The same certificate (subject, names, validity, extensions — whatever mitmproxy put in) for an EC key,
+    signed once per host by the same CA, makes that an ECDSA signature, an order of magnitude cheaper. The key lives in
+    memory for the run only.
+    """
+
+    MAX_ENTRIES = 512
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._issued: OrderedDict[int, tuple[Any, Any]] = OrderedDict()  # id(mitmproxy's entry) -> (it, ours)
+
+    def rekey(self, entry: Any, ca_key: Any) -> Any:
+        """``entry`` (a mitmproxy ``CertStoreEntry``) with the same certificate for the run's EC key."""
+        known = self._issued.get(id(entry))
+        if known is not None and known[0] is entry:
+            return known[1]
+        import dataclasses
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from mitmproxy import certs
+
+        if self._key is None:
+            self._key = ec.generate_private_key(ec.SECP256R1())
+        original = x509.load_pem_x509_certificate(entry.cert.to_pem())
+        builder = (
+            x509.CertificateBuilder()
+            .issuer_name(original.issuer)
+            .subject_name(original.subject)
+            .serial_number(original.serial_number)
+            .not_valid_before(original.not_valid_before_utc)
+            .not_valid_after(original.not_valid_after_utc)
+            .public_key(self._key.public_key())
+        )
+        for extension in original.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+        ours = dataclasses.replace(
+            entry, cert=certs.Cert(builder.sign(ca_key, hashes.SHA256())), privatekey=self._key
+        )
+        self._issued[id(entry)] = (entry, ours)
+        while len(self._issued) > self.MAX_ENTRIES:
+            self._issued.popitem(last=False)
+        return ours
+
+
 def tls_addon(base: Any) -> Any:
     """A subclass of mitmproxy's ``TlsConfig`` (passed in: mitmproxy is imported only once a run starts)."""
     from mitmproxy import connection, ctx, http, tls
@@ -87,6 +138,7 @@ def tls_addon(base: Any) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.sessions = SessionStore()
+            self.leaf_keys = LeafKeys()
 
         # -- the CA, loaded on first use -----------------------------------------------------------------------------
         def configure(self, updated: set[str]) -> None:
@@ -110,6 +162,9 @@ def tls_addon(base: Any) -> Any:
         def quic_start_client(self, data: tls.TlsData) -> None:
             self.load_ca()
             super().quic_start_client(data)
+
+        def get_cert(self, conn_context: Any) -> Any:
+            return self.leaf_keys.rekey(super().get_cert(conn_context), self.certstore.default_privatekey)
 
         # -- upstream sessions ---------------------------------------------------------------------------------------
         def tls_start_server(self, data: tls.TlsData) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from .conftest import PLACEHOLDER, SECRETS, RunFn, StandIn, bundled, py
 
@@ -178,6 +179,31 @@ print(json.dumps(issuers))
     assert "tunnel      www.example.org:443 (no route: relayed untouched)" in result.err
     assert data["api.openai.com"][0] == "mitmproxy" and data["api.openai.com"][1].startswith("[redacted]")
     assert any(s.headers.get("authorization") == f"Bearer {SECRETS['openai']}-default" for s in standin.seen)
+
+
+def test_the_child_is_shown_an_ec_certificate_for_the_routed_host_from_the_proxy_ca(run: RunFn, confdir: Path) -> None:
+    script = """
+import http.client, json, os, ssl, urllib.parse
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+auth = __import__("base64").b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
+conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ssl.create_default_context())
+conn.set_tunnel("api.openai.com", 443, headers={"Proxy-Authorization": "Basic " + auth})
+conn.request("GET", "/v1/models")
+assert conn.getresponse().status == 200
+cert = x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True))
+names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+print(json.dumps({"ec": isinstance(cert.public_key(), ec.EllipticCurvePublicKey), "names": names,
+                  "issuer": cert.issuer.rfc4514_string(), "tls": conn.sock.version()}))
+"""
+    result = run(py(script))
+    assert result.code == 0, result.err
+    seen = result.json()
+    ca = x509.load_pem_x509_certificate((confdir / "mitmproxy-ca-cert.pem").read_bytes())
+    assert seen["ec"] is True  # the handshake was signed with ECDSA, whatever the CA's own key
+    assert "api.openai.com" in seen["names"]
+    assert seen["issuer"] == ca.subject.rfc4514_string()  # verified by the child against the proxy CA
 
 
 def test_child_environment(run: RunFn, test_ca_file: object) -> None:
