@@ -116,6 +116,13 @@ class Authsome:
         """The provider definition (a user file overrides a bundled one)."""
         return self.registry.get(name)
 
+    def connection_provider(self, name: str, metadata: Mapping[str, Any]) -> Provider:
+        """The provider as one connection uses it: with the ``--base-url`` it was logged in with (a self-hosted
+        instance), so that its refreshes, revocation and proxy routes go to that instance, never the default one."""
+        prov = self.provider(name)
+        base_url = metadata.get("base_url")
+        return prov.with_base_url(base_url) if isinstance(base_url, str) and base_url else prov
+
     # -- reading -------------------------------------------------------------------------------------------------
     def list(self) -> list[ProviderStatus]:
         """Every known provider with this profile's state for it."""
@@ -154,17 +161,21 @@ class Authsome:
 
     def credential(self, provider: str, connection: str = DEFAULT_CONNECTION) -> Credential:
         """The usable credential of a connection, refreshed first when it is close to expiry."""
-        prov = self.provider(provider)
+        self.provider(provider)
         cred = self.store.load(provider, connection)
+        self._check_valid(provider, connection)  # a rejected refresh token is never sent again
         if cred.kind == "oauth2" and _needs_refresh(cred):
-            cred = self._refresh(prov, connection)
+            cred = self._refresh(self.connection_provider(provider, cred.metadata), connection)
+            self._check_valid(provider, connection)
+        return cred
+
+    def _check_valid(self, provider: str, connection: str) -> None:
         info = self.store.info(provider, connection)
         if info is not None and info.status == "invalid":
             raise CredentialMissing(
                 f"{provider}/{connection} is no longer valid" + (f" ({info.error})" if info.error else ""),
                 f"run `authsome login {provider}{_conn_flag(connection)} --force`",
             )
-        return cred
 
     def headers_for(self, provider: str, connection: str = DEFAULT_CONNECTION) -> dict[str, str]:
         """The request headers that authenticate to ``provider`` (what the proxy injects)."""
@@ -293,21 +304,24 @@ class Authsome:
 
     def logout(self, provider: str, connection: str = DEFAULT_CONNECTION) -> bool:
         """Revoke one connection at the provider when it can (best effort), then delete it locally."""
-        prov = self.provider(provider)
-        if self.store.info(provider, connection) is None:
+        info = self.store.info(provider, connection)
+        if info is None:
             raise _missing(provider, connection)
-        remote = self._revoke_remote(prov, connection, strict=False)
+        remote = self._revoke_remote(self.connection_provider(provider, info.metadata), connection, strict=False)
         deleted = bool(self.store.delete(provider, connection))
         self.audit.append("logout", provider=provider, connection=connection, revoked_remotely=remote)
         return deleted
 
     def revoke(self, provider: str) -> dict[str, Any]:
         """Revoke every connection of ``provider`` at the provider, then delete them and the stored client."""
-        prov = self.provider(provider)
+        self.provider(provider)
         conns = self.store.connections(provider)
         if not conns:
             raise _missing(provider, DEFAULT_CONNECTION)
-        revoked = {c.name: self._revoke_remote(prov, c.name, strict=True) for c in conns}
+        revoked = {
+            c.name: self._revoke_remote(self.connection_provider(provider, c.metadata), c.name, strict=True)
+            for c in conns
+        }
         with self.store.vault.transaction():
             self.store.delete(provider)
             self.store.delete_client(provider)
@@ -337,7 +351,8 @@ class Authsome:
         }
 
     def _revoke_remote(self, prov: Provider, connection: str, *, strict: bool) -> bool:
-        if prov.oauth is None or not prov.oauth.revocation_url:
+        """Revoke at the provider's endpoint (from its JSON, the stored client or discovery); False when it has none."""
+        if prov.oauth is None:
             return False
         from authsome.flows import refresh as refresh_flow
 
@@ -428,7 +443,10 @@ class Authsome:
                 chosen[info.provider] = info
         for name in sorted(wanted - set(chosen)):
             raise _missing(name, connections.get(name, DEFAULT_CONNECTION))
-        routes = [Route(provider=self.provider(p), connection=info.name) for p, info in sorted(chosen.items())]
+        routes = [
+            Route(provider=self.connection_provider(p, info.metadata), connection=info.name)
+            for p, info in sorted(chosen.items())
+        ]
         config = RunConfig(
             command=list(command),
             routes=routes,

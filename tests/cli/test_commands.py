@@ -122,6 +122,16 @@ def test_logout_and_remove(authsome: Runner, authsome_home: Path) -> None:
     assert authsome("get", "openai").code == 5
 
 
+def test_revoke_says_what_was_revoked_remotely(authsome: Runner) -> None:
+    login_openai(authsome)  # an API key: OpenAI has no revocation endpoint authsome can call
+    res = authsome("revoke", "openai")
+    assert res.code == 0, res.err
+    assert "nothing revoked remotely (no revocation endpoint): default" in res.out
+    assert "removed locally: default" in res.out
+    assert "revoked at the provider" not in res.out
+    assert authsome("get", "openai").code == 5
+
+
 def test_unknown_provider_suggests_a_name(authsome: Runner) -> None:
     res = authsome("get", "opneai")
     assert res.code == 3

@@ -270,7 +270,18 @@ def revoke(provider: str) -> None:
     """Revoke every connection of a provider remotely (where supported), then delete them locally."""
     o = out()
     result = api().revoke(provider)
-    o.emit(result, lambda: o.console().print(f"{provider}: revoked and removed {', '.join(result['removed'])}"))
+
+    def human() -> None:
+        remote = result["revoked_remotely"]
+        revoked = [name for name in result["removed"] if remote.get(name)]
+        kept = [name for name in result["removed"] if not remote.get(name)]
+        if revoked:
+            o.console().print(f"{provider}: revoked at the provider: {', '.join(revoked)}")
+        if kept:
+            o.console().print(f"{provider}: nothing revoked remotely (no revocation endpoint): {', '.join(kept)}")
+        o.console().print(f"{provider}: removed locally: {', '.join(result['removed'])}")
+
+    o.emit(result, human)
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import httpx
 import pytest
 from tests.oauth_server.fixtures import PUBLIC_CLIENT, SHORT_CLIENT, OAuthServer
 
-from authsome import Authsome, RefreshFailed
+from authsome import Authsome, CredentialMissing, RefreshFailed
+from authsome.models import Credential
+from authsome.secret import Secret
 
 pytestmark = pytest.mark.e2e
 
@@ -90,6 +93,10 @@ def test_rejected_refresh_token_marks_the_connection_invalid(
         idp.headers_for("testidp")
     assert err.value.exit_code == 6 and "authsome login testidp --force" in (err.value.hint or "")
     assert idp.get("testidp").status == "invalid"
+    with pytest.raises(CredentialMissing) as again:  # the rejected refresh token is not sent a second time
+        idp.headers_for("testidp")
+    assert again.value.exit_code == 5 and "authsome login testidp --force" in (again.value.hint or "")
+    assert [r["ok"] for r in idp.log(provider="testidp") if r["event"] == "refresh"] == [False]
 
 
 def test_revoke_is_observed_at_the_server(
@@ -127,3 +134,63 @@ def test_token_expiring_mid_run_is_refreshed_before_the_next_request(
     assert one == f"Bearer {first.reveal()}"
     assert two is not None and two != one and two.startswith("Bearer ")
     assert oauth_server.introspect(two.removeprefix("Bearer "))["active"] is True
+
+
+def _self_hosted(oauth_server: OAuthServer, tmp_path: Any, *, host_url: str, revocation: bool = True) -> Authsome:
+    """`testidp` as a self-hostable product: every URL under ``{base_url}``, whose default instance does not exist."""
+    data = oauth_server.provider("pkce").to_dict()
+    origin = oauth_server.issuer
+    data["oauth"] = {
+        k: ("{base_url}" + v[len(origin) :] if isinstance(v, str) and v.startswith(origin) else v)
+        for k, v in data["oauth"].items()
+        if revocation or k != "revocation_url"
+    }
+    data["oauth"]["base_url"] = "http://127.0.0.1:9"  # "the public instance": nothing listens there
+    data["client"] = {"client_id_env": "TESTIDP_CLIENT_ID"}
+    data["host_url"] = host_url
+    path = tmp_path / "selfhosted.json"
+    path.write_text(json.dumps(data))
+    auth = Authsome()
+    auth.register(path)
+    return auth
+
+
+def test_a_self_hosted_login_refreshes_and_revokes_at_its_own_instance(
+    oauth_server: OAuthServer, browser_login: Callable[..., Any], tmp_path: Any
+) -> None:
+    auth = _self_hosted(oauth_server, tmp_path, host_url="api.testidp.test")
+    browser_login(auth, SHORT_CLIENT, base_url=oauth_server.issuer)
+    old = auth.store.load("testidp", "default")
+    wait_until_expired(auth)
+    fresh = auth.headers_for("testidp")["Authorization"]  # refreshed at the instance it was logged in to
+    new = auth.store.load("testidp", "default")
+    assert new.access_token is not None and fresh == f"Bearer {new.access_token.reveal()}"
+    assert new.access_token != old.access_token
+    assert auth.revoke("testidp")["revoked_remotely"] == {"default": True}
+    assert oauth_server.introspect(new.refresh_token.reveal())["active"] is False  # type: ignore[union-attr]
+
+
+def test_a_provider_without_a_revocation_url_is_revoked_at_the_discovered_endpoint(
+    oauth_server: OAuthServer, browser_login: Callable[..., Any], tmp_path: Any
+) -> None:
+    auth = _self_hosted(oauth_server, tmp_path, host_url="api.testidp.test", revocation=False)
+    browser_login(auth, PUBLIC_CLIENT, base_url=oauth_server.issuer)
+    cred = auth.store.load("testidp", "default")
+    assert auth.revoke("testidp")["revoked_remotely"] == {"default": True}
+    assert oauth_server.introspect(cred.refresh_token.reveal())["active"] is False  # type: ignore[union-attr]
+
+
+def test_a_self_hosted_connection_is_injected_for_its_own_host_only(
+    oauth_server: OAuthServer, idp_api: Any, tmp_path: Any
+) -> None:
+    auth = _self_hosted(oauth_server, tmp_path, host_url="{base_url}")
+    token = "self-hosted-access-token"
+    with auth.store.vault.transaction():
+        auth.store.save(
+            "testidp",
+            "default",
+            Credential(kind="oauth2", access_token=Secret(token), metadata={"base_url": "https://api.testidp.test"}),
+        )
+    code = auth.run(["curl", "-sSf", "https://api.testidp.test/x"], upstream_ca=idp_api.ca_file, confdir=tmp_path / "m")
+    assert code == 0
+    assert idp_api.seen == [f"Bearer {token}"]
