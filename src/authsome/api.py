@@ -240,6 +240,12 @@ class Authsome:
         if prov.auth_type == "api_key":
             from authsome.flows.api_key import obtain_api_key
 
+            if opts.flow not in (None, "api_key") or opts.scopes is not None or opts.client_id is not None:
+                raise UsageError(
+                    f"{prov.display_name} uses an API key: --flow, --scopes and --client-id do not apply",
+                    f"run `authsome login {provider}` without them",
+                )
+
             cred = obtain_api_key(
                 prov, env=self.env, stdin=stdin or sys.stdin, ui=ui, allow_browser=not opts.no_browser
             )

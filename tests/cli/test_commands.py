@@ -122,6 +122,14 @@ def test_logout_and_remove(authsome: Runner, authsome_home: Path) -> None:
     assert authsome("get", "openai").code == 5
 
 
+def test_oauth_options_are_refused_for_an_api_key_provider(authsome: Runner) -> None:
+    res = authsome("login", "openai", "--flow", "pkce", env={"OPENAI_API_KEY": KEY})
+    assert res.code == 2
+    assert "--flow, --scopes and --client-id do not apply" in res.err
+    assert authsome("get", "openai").code == 5  # nothing stored
+    assert authsome("login", "openai", "--flow", "api_key", env={"OPENAI_API_KEY": KEY}).code == 0
+
+
 def test_revoke_says_what_was_revoked_remotely(authsome: Runner) -> None:
     login_openai(authsome)  # an API key: OpenAI has no revocation endpoint authsome can call
     res = authsome("revoke", "openai")

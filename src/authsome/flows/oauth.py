@@ -66,7 +66,7 @@ def login(
     if chosen not in FLOWS:
         raise UsageError(f"unknown OAuth flow {chosen!r}", f"choose one of {', '.join(FLOWS)}")
     if redirect_port is not None and not 0 <= redirect_port <= 65535:
-        raise UsageError(f"redirect port {redirect_port} is out of range", "use a port between 1024 and 65535")
+        raise UsageError(f"redirect port {redirect_port} is out of range", "use 0 (any free port) or 1-65535")
     wanted = _scopes(scopes, provider.oauth.scopes)
     environ: Mapping[str, str] = env if env is not None else {}
     with plain_client() as http:
