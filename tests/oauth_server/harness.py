@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import io
 import queue
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from authsome.flows import oauth
 from authsome.flows.ui import PlainUI
 
 if TYPE_CHECKING:
     from authsome.models import ClientConfig, Credential
+
+T = TypeVar("T")
+
+
+def in_background(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    """``fn(*args, **kwargs)`` on a daemon thread. A test that fails while a login still waits (for a browser that
+    will never come) fails at once, and the waiting thread does not keep pytest from exiting."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"test-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return future
 
 
 class QueueUI(PlainUI):
@@ -40,9 +61,7 @@ class LoginRun:
 
     def __init__(self, ui: QueueUI, **kwargs: Any) -> None:
         self.ui = ui
-        self._pool = ThreadPoolExecutor(1)
-        self.future: Future[tuple[Credential, ClientConfig]] = self._pool.submit(oauth.login, ui=ui, **kwargs)
-        self._pool.shutdown(wait=False)
+        self.future: Future[tuple[Credential, ClientConfig]] = in_background(oauth.login, ui=ui, **kwargs)
 
     def url(self, timeout: float = 15) -> str:
         try:

@@ -7,7 +7,6 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,7 +18,7 @@ import trustme
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from authsome import Authsome, ConnectionInfo, LoginOptions
 from oauth_server.fixtures import OAuthServer, approve, loopback_context
-from oauth_server.harness import QueueUI
+from oauth_server.harness import QueueUI, in_background
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -54,10 +53,9 @@ def browser_login(page: Page) -> Callable[..., ConnectionInfo]:
     def run(auth: Authsome, client_id: str, login: str = "alice", **options: object) -> ConnectionInfo:
         ui = QueueUI()
         opts = LoginOptions(client_id=client_id, redirect_port=0, **options)  # type: ignore[arg-type]
-        with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(auth.login, "testidp", opts, ui=ui)
-            approve(page, ui.urls.get(timeout=20), login)
-            return future.result(timeout=30)
+        future = in_background(auth.login, "testidp", opts, ui=ui)
+        approve(page, ui.urls.get(timeout=20), login)
+        return future.result(timeout=30)
 
     return run
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from tests.oauth_server.fixtures import (
     approve_device,
     loopback_context,
 )
-from tests.oauth_server.harness import QueueUI
+from tests.oauth_server.harness import QueueUI, in_background
 
 from authsome import AuthenticationFailed, Authsome, LoginOptions
 
@@ -30,14 +29,13 @@ def device_login(auth: Authsome, client_id: str, page: Any = None, **options: An
     ui = QueueUI()
     opts = LoginOptions(flow="device_code", client_id=client_id, **options)
     start = time.monotonic()
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(auth.login, "testidp", opts, ui=ui)
-        if page is not None:
-            approve_device(page, ui.urls.get(timeout=20))
-        try:
-            result: Any = future.result(timeout=60)
-        except Exception as exc:  # returned for the test to assert on
-            result = exc
+    future = in_background(auth.login, "testidp", opts, ui=ui)
+    if page is not None:
+        approve_device(page, ui.urls.get(timeout=20))
+    try:
+        result: Any = future.result(timeout=60)
+    except Exception as exc:  # returned for the test to assert on
+        result = exc
     return result, ui, time.monotonic() - start
 
 
@@ -77,10 +75,9 @@ def test_dynamic_client_registration_is_stored_and_reused(
         ui = QueueUI()
         context = loopback_context(chromium)  # a fresh browser profile: signed out, so the login form shows
         try:
-            with ThreadPoolExecutor(1) as pool:
-                future = pool.submit(auth.login, "testidp", LoginOptions(redirect_port=0, force=force), ui=ui)
-                approve(context.new_page(), ui.urls.get(timeout=20))
-                future.result(timeout=30)
+            future = in_background(auth.login, "testidp", LoginOptions(redirect_port=0, force=force), ui=ui)
+            approve(context.new_page(), ui.urls.get(timeout=20))
+            future.result(timeout=30)
         finally:
             context.close()
 
