@@ -116,7 +116,8 @@ class _Direction:
 
 
 class SpliceRelay:
-    """Relays two connected, non-blocking sockets both ways until both ends are done; owns and closes them."""
+    """Relays two connected, non-blocking sockets both ways until both ends are done; once made, it owns and closes
+    them (and calls ``on_close``)."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, a: socket.socket, b: socket.socket, on_close: Callable[[], None]
@@ -125,11 +126,13 @@ class SpliceRelay:
         self.sockets = (a, b)
         self.on_close = on_close
         self.closed = False
-        self.directions: tuple[_Direction, ...] = ()
+        self.directions: list[_Direction] = []
         try:
-            self.directions = (_Direction(self, a, b), _Direction(self, b, a))
-        except OSError:
-            self.close()
+            self.directions.append(_Direction(self, a, b))
+            self.directions.append(_Direction(self, b, a))
+        except OSError:  # no pipe: close what was made; the sockets stay the caller's
+            for direction in self.directions:
+                direction.close()
             raise
 
     def start(self) -> None:

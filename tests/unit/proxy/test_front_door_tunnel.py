@@ -164,3 +164,35 @@ def test_closing_the_front_door_ends_live_tunnels(relay_kind: str) -> None:
         writer.close()
 
     run_async(_with_tunnel(upstream, body))
+
+
+def test_no_pipe_for_the_relay_closes_that_tunnel_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not splice.available():
+        pytest.skip("splice(2) is Linux-only")
+
+    def out_of_descriptors() -> tuple[int, int, int]:
+        raise OSError(24, "Too many open files")
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(5))
+        await writer.drain()
+        writer.close()
+
+    async def body(front: FrontDoor, front_port: int, target_port: int) -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(splice, "_pipe", out_of_descriptors)
+            reader, writer = await _open_tunnel(front_port, target_port)
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), 5) == b""  # this tunnel is closed, cleanly
+            writer.close()
+        reader, writer = await _open_tunnel(front_port, target_port)  # the front door still serves
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.read(), 5) == b"hello"
+        writer.close()
+        for _ in range(100):
+            if not front._relays:
+                break
+            await asyncio.sleep(0.01)
+        assert not front._relays  # and lets go of it once both ends are done
+
+    run_async(_with_tunnel(upstream, body))
