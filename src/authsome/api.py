@@ -121,7 +121,9 @@ class Authsome:
         instance), so that its refreshes, revocation and proxy routes go to that instance, never the default one."""
         prov = self.provider(name)
         base_url = metadata.get("base_url")
-        return prov.with_base_url(base_url) if isinstance(base_url, str) and base_url else prov
+        if prov.oauth is None or not isinstance(base_url, str) or not base_url:
+            return prov  # (a provider file that dropped its OAuth block has no base URL to apply)
+        return prov.with_base_url(base_url)
 
     # -- reading -------------------------------------------------------------------------------------------------
     def list(self) -> list[ProviderStatus]:
@@ -310,6 +312,7 @@ class Authsome:
 
     def logout(self, provider: str, connection: str = DEFAULT_CONNECTION) -> bool:
         """Revoke one connection at the provider when it can (best effort), then delete it locally."""
+        self.provider(provider)
         info = self.store.info(provider, connection)
         if info is None:
             raise _missing(provider, connection)

@@ -115,6 +115,7 @@ def test_export_formats(authsome: Runner, tmp_path: Path) -> None:
 
 def test_logout_and_remove(authsome: Runner, authsome_home: Path) -> None:
     login_openai(authsome)
+    assert authsome("logout", "opneai").code == 3  # an unknown provider, not a missing connection
     assert authsome("logout", "openai").code == 0
     assert authsome("get", "openai").code == 5
     login_openai(authsome)
