@@ -165,13 +165,13 @@ class Authsome:
         """The usable credential of a connection, refreshed first when it is close to expiry."""
         self.provider(provider)
         cred = self.store.load(provider, connection)
-        self._check_valid(provider, connection)  # a rejected refresh token is never sent again
+        self._check_valid(provider, connection)
         if cred.kind == "oauth2" and _needs_refresh(cred):
             cred = self._refresh(self.connection_provider(provider, cred.metadata), connection)
-            self._check_valid(provider, connection)
         return cred
 
     def _check_valid(self, provider: str, connection: str) -> None:
+        """Refuse a connection whose refresh token the provider rejected: that token is never sent again."""
         info = self.store.info(provider, connection)
         if info is not None and info.status == "invalid":
             raise CredentialMissing(
@@ -282,6 +282,7 @@ class Authsome:
 
         with self.store.vault.lock():
             cred = self.store.load(prov.name, connection)
+            self._check_valid(prov.name, connection)  # another process may have had the refresh token rejected
             if not _needs_refresh(cred):
                 return cred
             expired = (cred.seconds_left() or 0) <= 0

@@ -274,11 +274,13 @@ def revoke(provider: str) -> None:
     def human() -> None:
         remote = result["revoked_remotely"]
         revoked = [name for name in result["removed"] if remote.get(name)]
-        kept = [name for name in result["removed"] if not remote.get(name)]
+        local_only = [name for name in result["removed"] if not remote.get(name)]
         if revoked:
             o.console().print(f"{provider}: revoked at the provider: {', '.join(revoked)}")
-        if kept:
-            o.console().print(f"{provider}: nothing revoked remotely (no revocation endpoint): {', '.join(kept)}")
+        if local_only:
+            o.console().print(
+                f"{provider}: nothing revoked remotely (no revocation endpoint): {', '.join(local_only)}"
+            )
         o.console().print(f"{provider}: removed locally: {', '.join(result['removed'])}")
 
     o.emit(result, human)

@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -179,6 +180,17 @@ def test_no_pipe_for_the_relay_closes_that_tunnel_only(monkeypatch: pytest.Monke
         writer.close()
 
     async def body(front: FrontDoor, front_port: int, target_port: int) -> None:
+        crashed: list[BaseException] = []
+        original_serve = front._serve
+
+        async def serve(client: Any) -> None:  # every connection's task, watched for an unhandled error
+            try:
+                await original_serve(client)
+            except Exception as exc:
+                crashed.append(exc)
+                raise
+
+        front._serve = serve  # type: ignore[method-assign]
         with monkeypatch.context() as patch:
             patch.setattr(splice, "_pipe", out_of_descriptors)
             reader, writer = await _open_tunnel(front_port, target_port)
@@ -194,5 +206,6 @@ def test_no_pipe_for_the_relay_closes_that_tunnel_only(monkeypatch: pytest.Monke
                 break
             await asyncio.sleep(0.01)
         assert not front._relays  # and lets go of it once both ends are done
+        assert crashed == [], crashed  # the failure was handled, not left to crash the connection's task
 
     run_async(_with_tunnel(upstream, body))
