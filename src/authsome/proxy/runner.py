@@ -22,9 +22,11 @@ from types import FrameType
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from authsome import isolation
 from authsome.errors import UsageError
 from authsome.policy import Policy
 from authsome.proxy import ca, environment
+from authsome.proxy import trust as run_trust
 from authsome.proxy.relay import FrontDoor, UpstreamProxy
 from authsome.proxy.report import Audit, Reporter
 from authsome.proxy.routing import Route, Router
@@ -32,6 +34,7 @@ from authsome.proxy.routing import Route, Router
 __all__ = ["Route", "RunConfig", "parse_resolve", "run_command"]
 
 PROXY_USER = "authsome"
+RUN_DIR_PREFIX = "authsome-run-"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
 Address = tuple[str, int]
@@ -52,6 +55,8 @@ class RunConfig:
     ``headers_for`` is asked again (0: every request asks). ``audit`` gets one dict per request (no secrets):
     ``run_id`` (``run_id`` or a random 12-hex id), ``command`` (the program name only), ``decision``, ``method``,
     ``host``, ``port``, ``path`` (no query), ``provider``, ``connection``, ``reason``, ``status``, ``duration_ms``.
+    ``isolate`` starts the child where it cannot see ``hide`` (the authsome home) nor the CA directory, nor any
+    process outside its sandbox (Linux; see :mod:`authsome.isolation`); False runs it as a plain child process.
     """
 
     command: Sequence[str]
@@ -71,6 +76,8 @@ class RunConfig:
     stdin: Stream = None
     stdout: Stream = None
     stderr: Stream = None
+    isolate: bool = True
+    hide: Sequence[Path] = ()
 
 
 @dataclass(frozen=True)
@@ -144,14 +151,16 @@ def _serve_and_run(config: RunConfig, plan: _Plan, relay: _SignalRelay, tmp: Pat
     from authsome.proxy.tunnel import Targets, Tunnels
 
     parent, router, reporter, upstream = plan.parent, plan.router, plan.reporter, plan.upstream
-    ca_cert = ca.ca_cert_path(plan.confdir)
     nested = bool(parent.get(environment.RUN_MARKER))  # then the outer run, with this same CA, is our upstream
-    own_ca = ca.pem_certs(ca_cert.read_bytes())[:1] if ca_cert.is_file() and not nested else []
-    trust = ca.write_bundle(
-        tmp / "upstream-trust.pem",
-        [ca.system_bundle(), *ca.user_bundles(parent, [config.upstream_ca])],
-        exclude=own_ca[0] if own_ca else None,
+    confdir = plan.confdir
+    if nested and not os.access(confdir, os.R_OK | os.X_OK):  # inside an isolated run the CA's key is hidden
+        confdir = tmp / "ca"
+    ca_cert = ca.ca_cert_path(confdir)
+    ca_pem = ca.ensure_ca(confdir)  # a missing CA is made here, once for all the runs started together
+    trusted = run_trust.prepare(  # cached between runs
+        run_trust.cache_dir(parent), ca_pem, parent, upstream_ca=config.upstream_ca, nested=nested, scratch=tmp
     )
+    trust = trusted.upstream
     token = secrets.token_urlsafe(24)
     targets = Targets()
     log = reporter.info if config.verbose else None
@@ -166,28 +175,26 @@ def _serve_and_run(config: RunConfig, plan: _Plan, relay: _SignalRelay, tmp: Pat
         LazyOnboarding(),
     ]
     front = FrontDoor(router, f"{PROXY_USER}:{token}".encode(), upstream=_front_upstream(upstream, trust), log=log)
-    options = ServerOptions(plan.confdir, trust, upstream[0] if upstream else None, config.verbose, plan.resolve)
+    options = ServerOptions(confdir, trust, upstream[0] if upstream else None, config.verbose, plan.resolve)
     server = ProxyServer(options, addons, front)
     try:
         port = server.start()
-        bundle = ca.write_bundle(tmp / "ca-bundle.pem", [ca.system_bundle(), *ca.user_bundles(parent), ca_cert])
-        node_extra = parent.get(environment.NODE_CA_VAR)
-        node_sources = [Path(node_extra)] if node_extra and Path(node_extra).is_file() else []
-        node_bundle = ca.write_bundle(tmp / "node-extra-ca.pem", [*node_sources, ca_cert])
         env = environment.child_env(
             parent,
             url=environment.proxy_url(port, token, PROXY_USER),
-            bundle=bundle,
-            node_bundle=node_bundle,
+            bundle=trusted.bundle,
+            cert_dir=trusted.cert_dir,
+            node_bundle=trusted.node_bundle,
             providers=[r.provider for r in router.routes],
         )
         routes = ", ".join(f"{r.provider.name}/{r.connection}" for r in router.routes) or "none"
         reporter.info(f"run {reporter.context['run_id']}: proxy on 127.0.0.1:{port}, CA {ca_cert}, routes: {routes}")
         if relay.pending is not None:
             return 128 + relay.pending
-        return _run_child(plan.command, env, relay, config)
+        return _run_child(plan.command, env, relay, config, confdir)
     finally:
         server.stop()
+        trusted.close()
 
 
 def _front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> UpstreamProxy | None:
@@ -200,9 +207,18 @@ def _front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> Ups
     return UpstreamProxy(parts.scheme, (parts.hostname, parts.port), upstream[1], tls)
 
 
-def _run_child(command: list[str], env: dict[str, str], relay: _SignalRelay, config: RunConfig) -> int:
+def _run_child(command: list[str], env: dict[str, str], relay: _SignalRelay, config: RunConfig, confdir: Path) -> int:
+    preexec = None
+    if config.isolate and isolation.supported_platform():
+        command = isolation.isolated_command(command, [*config.hide, confdir])
+    else:
+        why = "--no-isolate" if not config.isolate else "process isolation is not available on this platform"
+        sys.stderr.write(f"authsome: warning: {why}: the child can read the store and the proxy CA's key\n")
+        preexec = isolation.die_with_parent if isolation.supported_platform() else None
     try:
-        child = subprocess.Popen(command, env=env, stdin=config.stdin, stdout=config.stdout, stderr=config.stderr)
+        child = subprocess.Popen(
+            command, env=env, stdin=config.stdin, stdout=config.stdout, stderr=config.stderr, preexec_fn=preexec
+        )
     except FileNotFoundError:
         sys.stderr.write(f"authsome: {command[0]}: command not found\n")
         return 127
@@ -280,11 +296,40 @@ def upstream_proxy(explicit: str | None, parent: Mapping[str, str]) -> tuple[str
 
 @contextlib.contextmanager
 def _private_tempdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="authsome-run-"))
+    """The run's private directory, holding the pid of its run; directories of runs that died are swept first."""
+    sweep_stale_run_dirs()
+    path = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
     try:
+        (path / "pid").write_text(str(os.getpid()))
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_stale_run_dirs(root: Path | None = None) -> list[Path]:
+    """Remove this user's run directories whose run is gone (killed with SIGKILL, say); returns what was removed."""
+    removed = []
+    for path in (root or Path(tempfile.gettempdir())).glob(RUN_DIR_PREFIX + "*"):
+        try:
+            if path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            pid = int((path / "pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now (no pid yet)
+        if not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _SignalRelay:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,9 +18,10 @@ from .conftest import SECRETS, RunFn, StandIn, base_env, bundled, py
 pytestmark = pytest.mark.e2e
 
 RUNNER = """
-import pathlib, sys
+import os, pathlib, sys
 from authsome.proxy.runner import RunConfig, run_command
-config = RunConfig(command=sys.argv[2:], routes=[], headers_for=lambda p, c: {}, confdir=pathlib.Path(sys.argv[1]))
+config = RunConfig(command=sys.argv[2:], routes=[], headers_for=lambda p, c: {}, confdir=pathlib.Path(sys.argv[1]),
+                   isolate=os.environ["TEST_ISOLATE"] == "1")
 sys.exit(run_command(config))
 """
 CHILD = """
@@ -93,10 +93,17 @@ def test_proxy_start_failure_is_explained_and_cleaned_up(run: RunFn, tmp_path: P
     assert list(private_tmp.iterdir()) == []
 
 
-def start_runner(tmp_path: Path, mode: str, *command: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+@pytest.fixture(params=[True, False], ids=["isolated", "not-isolated"])
+def isolate(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def start_runner(
+    tmp_path: Path, mode: str, *command: str, isolate: bool = True
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
     ready, marker = tmp_path / "ready", tmp_path / "marker"
     child = command or (sys.executable, "-c", CHILD, str(ready), str(marker), mode)
-    env = {**base_env(), "TMPDIR": str(tmp_path)}
+    env = {**base_env(), "TMPDIR": str(tmp_path), "TEST_ISOLATE": "1" if isolate else "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", RUNNER, str(tmp_path / "confdir"), *child], env=env, start_new_session=True
     )
@@ -108,15 +115,29 @@ def start_runner(tmp_path: Path, mode: str, *command: str) -> tuple[subprocess.P
     return proc, ready, marker
 
 
+def processes_with(argument: Path) -> list[int]:
+    """Host pids of the processes whose command line holds ``argument`` (a sandboxed child only knows its own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(argument).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def assert_cleaned(proc: subprocess.Popen[bytes], ready: Path) -> None:
-    child_pid, bundle = ready.read_text().split()
-    assert not Path(bundle).parent.exists(), "temporary CA bundle left behind"
-    with pytest.raises(ProcessLookupError):
-        os.kill(int(child_pid), 0)  # no orphan: the child is gone (and reaped)
+    assert not list(ready.parent.glob("authsome-run-*")), "the run's temporary directory was left behind"
+    deadline = time.monotonic() + 5
+    while processes_with(ready) and time.monotonic() < deadline:  # an orphan is reaped by init asynchronously
+        time.sleep(0.02)
+    assert processes_with(ready) == [], "the child outlived the run"
 
 
-def test_sigterm_is_forwarded_and_the_childs_exit_code_returned(tmp_path: Path) -> None:
-    proc, ready, marker = start_runner(tmp_path, "catch")
+def test_sigterm_is_forwarded_and_the_childs_exit_code_returned(tmp_path: Path, isolate: bool) -> None:
+    proc, ready, marker = start_runner(tmp_path, "catch", isolate=isolate)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 7
     assert marker.read_text() == "SIGTERM"
@@ -124,11 +145,28 @@ def test_sigterm_is_forwarded_and_the_childs_exit_code_returned(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
-def test_signal_death_is_128_plus_n(tmp_path: Path, sig: signal.Signals) -> None:
-    proc, ready, _ = start_runner(tmp_path, "default")
+def test_signal_death_is_128_plus_n(tmp_path: Path, sig: signal.Signals, isolate: bool) -> None:
+    proc, ready, _ = start_runner(tmp_path, "default", isolate=isolate)
     proc.send_signal(sig)
     assert proc.wait(20) == 128 + sig
     assert_cleaned(proc, ready)
+
+
+def test_sigkill_of_the_run_takes_the_child_down_and_its_directory_is_swept(tmp_path: Path, isolate: bool) -> None:
+    proc, ready, _ = start_runner(tmp_path, "default", isolate=isolate)
+    proc.kill()
+    proc.wait(20)
+    deadline = time.monotonic() + 5
+    while processes_with(ready) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert processes_with(ready) == [], "the child outlived a SIGKILLed run"
+    [run_dir] = tmp_path.glob("authsome-run-*")  # TMPDIR of the run
+    assert run_dir.exists()  # nobody could clean up after SIGKILL ...
+    ready.unlink()
+    again, _, _ = start_runner(tmp_path, "default", isolate=isolate)
+    assert not run_dir.exists()  # ... so the next run sweeps it
+    again.send_signal(signal.SIGTERM)
+    again.wait(20)
 
 
 def test_an_allowed_nested_run_chains_through_the_outer_one(run: RunFn, standin: StandIn, confdir: Path) -> None:

@@ -1,0 +1,87 @@
+"""Keeping the child of ``authsome run`` away from the store and from the proxy's memory.
+
+Two layers, both Linux-only (elsewhere the child runs unisolated and :func:`status` says so):
+
+- :func:`isolated_command` wraps the child's command in ``launcher.py``: user, mount and PID namespaces in which the
+  authsome home, the proxy CA's directory and any other secret path are covered, ``/proc`` shows only the sandbox,
+  and the command holds no capability (see the launcher's docstring for the process tree).
+- :func:`harden_process` makes the calling process (the proxy) non-dumpable: no ptrace attach, no
+  ``/proc/<pid>/mem`` or ``environ`` for a process of the same user without ``CAP_SYS_PTRACE``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LAUNCHER = Path(__file__).with_name("launcher.py")
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
+
+
+@dataclass(frozen=True)
+class Status:
+    """Whether the child of ``run`` can be isolated here, and if not, why (one line)."""
+
+    available: bool
+    mechanism: str
+    reason: str = ""
+
+
+def supported_platform() -> bool:
+    return sys.platform.startswith("linux")
+
+
+def isolated_command(command: Sequence[str], hide: Iterable[Path], *, required: bool = False) -> list[str]:
+    """``command`` wrapped in the launcher: it starts with every path in ``hide`` covered."""
+    argv = [sys.executable, "-I", "-S", str(LAUNCHER), "--parent", str(os.getpid())]
+    for path in dict.fromkeys(_resolved(p) for p in hide):
+        argv += ["--hide", path]
+    if required:
+        argv.append("--require")
+    return [*argv, "--", *command]
+
+
+def _resolved(path: Path) -> str:
+    return str(path.expanduser().resolve())
+
+
+def status() -> Status:
+    """Probe (in a throw-away process) whether namespaces work for this user on this kernel."""
+    if not supported_platform():
+        return Status(False, "none", f"process isolation is implemented for Linux only (this is {sys.platform})")
+    probe = subprocess.run(
+        [sys.executable, "-I", "-S", str(LAUNCHER), "--probe"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode == 0:
+        return Status(True, "namespaces")
+    reason = probe.stdout.strip() or probe.stderr.strip().splitlines()[-1:] or "unknown"
+    return Status(False, "none", f"the kernel refused user namespaces ({''.join(reason)})")
+
+
+def harden_process() -> None:
+    """Make this process non-dumpable (Linux): a same-user process without CAP_SYS_PTRACE cannot read or trace it."""
+    if supported_platform():
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def die_with_parent() -> None:
+    """For a forked child before exec (``--no-isolate``): SIGKILL when the process that started it dies."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def is_dumpable() -> bool:
+    """Whether this process can be read by same-user processes (for tests and ``doctor``)."""
+    if not supported_platform():
+        return True
+    import ctypes
+
+    return bool(ctypes.CDLL(None, use_errno=True).prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
