@@ -1,19 +1,27 @@
-"""Speed of `authsome run`'s proxy, against direct connections and a plain mitmproxy set-up, measured in one run.
+"""Speed of `authsome run` as a user's program meets it, against authsome 0.2.3 measured in the same run.
 
-    python benchmarks/proxy_bench.py [--requests 300] [--rounds 7] [--startups 7] [--download-mb 512]
+    python benchmarks/proxy_bench.py [--rounds 5] [--requests 40] [--connections 100] [--burst 3] [--threads 4]
+                                     [--download-mb 256]
 
-Everything runs on loopback: a TLS stand-in for api.openai.com / www.example.org (trustme CA) in its own process,
-clients in their own processes. Figures printed:
+Both tools are the real thing: this tree's `authsome run` (a home with an OpenAI key, so every request is written to
+the audit trail, as a user has it) and the authsome 0.2.3 package from PyPI in its own Python 3.13 venv
+(tests/compat/reference.py), whose `authsome run` starts its own proxy. A TLS stand-in for api.openai.com (trustme
+CA) runs on loopback in its own process; each measurement is a fresh `run` whose child is the client. 0.2.3's proxy
+reaches the stand-in through a wrapper that maps the name to loopback and adds the test CA to certifi's bundle (what
+authsome's own AUTHSOME_TEST_RESOLVE and --upstream-ca do). The cases are interleaved in every round, so that a noisy
+moment hits all alike; each ratio is computed per round and printed as the median [lowest-highest] over the rounds.
 
-* per-request overhead over a direct connection, keep-alive and new-connection, for
-  - authsome's proxy (route matched, header injected), and
-  - a baseline: mitmproxy's DumpMaster with its default addons and an injecting addon, intercepting every host
-    (how a straightforward mitmproxy-based proxy is built);
-* ``run -- true`` wall time: authsome's runner vs the baseline (start, spawn ``true``, stop), median of N;
-* throughput of a large download from a host no route matches (tunnelled) vs direct.
+* ``requests.get()``: a new session, hence a new SSL context and connection, per call (median latency);
+* a new connection per request with one reused SSL context (``ssl.create_default_context()``, as httpx, urllib and
+  aiohttp make it);
+  for both: the overhead over a direct connection, authsome's divided by 0.2.3's;
+* keep-alive throughput (``--threads`` connections, ``--burst`` seconds), and how long `run` takes to exit after
+  its child has finished such a burst;
+* ``run -- true`` wall time;
+* a large download from a host no route matches (tunnelled), against direct.
 
-Targets (issue 3): ``run -- true`` <= 0.8x and per-request overhead <= 0.7x of the baseline; tunnelled traffic within
-20% of direct throughput. Not run by the test suite.
+Targets (issue 13): ``run -- true`` <= 0.3x 0.2.3; overhead of ``requests.get()`` <= 0.5x, of a new connection with
+a reused context <= 0.6x; keep-alive throughput >= 2x; `run` exits within 0.1 s of its child. Not run by the tests.
 """
 
 from __future__ import annotations
@@ -27,13 +35,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import certifi
 import trustme
 
+ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+AUTHSOME = str(Path(PY).with_name("authsome"))
 HOST = "api.openai.com"
 OTHER = "www.example.org"
+KEY = "sk-bench-0123456789abcdefghij"
 
 SERVER = r"""
 import ssl, sys
@@ -56,6 +69,7 @@ class H(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
 class S(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
     def finish_request(self, request, addr):
         try:
             request = ctx.wrap_socket(request, server_side=True)
@@ -68,100 +82,103 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 """
 
-# The client: `direct` connects to the stand-in itself; otherwise it goes through HTTPS_PROXY (CONNECT).
+# The user's program. Direct (no HTTPS_PROXY): the stand-in answers for the names on loopback; trust comes from the
+# environment in every case (REQUESTS_CA_BUNDLE for requests; SSL_CERT_FILE/SSL_CERT_DIR for the default context).
 CLIENT = r"""
-import base64, http.client, json, os, socket, ssl, statistics, sys, time, urllib.parse
-mode, host, n, kind, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-ctx = ssl.create_default_context(cafile=os.environ["BENCH_CA"])
-def connect():
-    if mode == "direct":
-        real = socket.create_connection
-        def to_loopback(addr, *a, **k):
-            return real(("127.0.0.1", port), *a, **k)
-        c = http.client.HTTPSConnection(host, 443, context=ctx)
-        c._create_connection = to_loopback
-        return c
-    p = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
-    c = http.client.HTTPSConnection(p.hostname, p.port, context=ctx)
-    headers = {}
-    if p.username:
-        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(f"{p.username}:{p.password}".encode()).decode()
-    c.set_tunnel(host, 443, headers=headers)
+import base64, http.client, json, os, socket, ssl, statistics, sys, threading, time, urllib.parse
+mode, port, host = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+proxy = os.environ.get("HTTPS_PROXY")
+if proxy is None:
+    real = socket.getaddrinfo
+    def getaddrinfo(name, p, *a, **k):
+        here = name in ("api.openai.com", "www.example.org")
+        return real("127.0.0.1", port, *a, **k) if here else real(name, p, *a, **k)
+    socket.getaddrinfo = getaddrinfo
+HEADERS = {"Authorization": "Bearer placeholder"}
+def connect(context):
+    if proxy is None:
+        return http.client.HTTPSConnection(host, 443, context=context, timeout=30)
+    p = urllib.parse.urlsplit(proxy)
+    c = http.client.HTTPSConnection(p.hostname, p.port, context=context, timeout=30)
+    auth = {"Proxy-Authorization": "Basic " + base64.b64encode(f"{p.username}:{p.password}".encode()).decode()}
+    c.set_tunnel(host, 443, headers=auth if p.username else {})
     return c
-def get(c, path):
-    c.request("GET", path, headers={"Authorization": "Bearer placeholder"})
+def get(c, path="/v1/models"):
+    c.request("GET", path, headers=HEADERS)
     r = c.getresponse(); total = 0
     while chunk := r.read(1 << 20):
         total += len(chunk)
     assert r.status == 200, r.status
     return total
-if kind == "download":
-    c = connect(); t = time.perf_counter(); size = get(c, f"/big/{n}"); dt = time.perf_counter() - t
-    print(json.dumps({"mb_per_s": size / dt / 1e6})); sys.exit()
-times = []
-c = connect(); get(c, "/warm")
-if kind == "new":
-    c.close()
-for _ in range(n):
-    t = time.perf_counter()
-    if kind == "new":
-        c = connect(); get(c, "/v1/models"); c.close()
-    else:
-        get(c, "/v1/models")
-    times.append(time.perf_counter() - t)
-print(json.dumps({"median_ms": statistics.median(times) * 1000, "mean_ms": statistics.fmean(times) * 1000}))
+def timed(n, once):
+    once()  # warm: imports, the proxy's upstream connection and certificate
+    times = []
+    for _ in range(n):
+        t = time.perf_counter(); once(); times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+if mode == "requests":
+    import requests
+    def once():
+        r = requests.get(f"https://{host}/v1/models", headers=HEADERS, timeout=30)
+        assert r.status_code == 200, r.status_code
+    print(json.dumps({"ms": timed(int(sys.argv[4]), once)}))
+elif mode == "newconn":
+    context = ssl.create_default_context()
+    def once():
+        c = connect(context); get(c); c.close()
+    print(json.dumps({"ms": timed(int(sys.argv[4]), once)}))
+elif mode == "keepalive":
+    seconds, threads = float(sys.argv[4]), int(sys.argv[5])
+    context = ssl.create_default_context()
+    conns = [connect(context) for _ in range(threads)]
+    for c in conns:
+        get(c)
+    counts = [0] * threads
+    deadline = time.monotonic() + seconds
+    def work(i):
+        while time.monotonic() < deadline:
+            get(conns[i]); counts[i] += 1
+    start = time.monotonic()
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for w in workers: w.start()
+    for w in workers: w.join()
+    rps = sum(counts) / (time.monotonic() - start)
+    print(json.dumps({"rps": rps, "end": time.time()}), flush=True)
+    os._exit(0)  # `end` is when this process is done: the rest is the run's own exit
+elif mode == "download":
+    c = connect(ssl.create_default_context()); t = time.perf_counter(); size = get(c, f"/big/{sys.argv[4]}")
+    print(json.dumps({"mb_per_s": size / (time.perf_counter() - t) / 1e6}))
 """
 
-# authsome's runner, with the stand-in mapped in through the test-only resolve option.
-AUTHSOME = r"""
-import json, pathlib, sys
-from authsome.providers import parse_provider
-from authsome.proxy.runner import Route, RunConfig, run_command
-openai = parse_provider({"schema_version": 1, "name": "openai", "auth_type": "api_key", "flow": "api_key",
-                         "api_key": {"env_var": "OPENAI_API_KEY"}, "host_url": "api.openai.com"})
-routes = [Route(openai)] if sys.argv[2] == "route" else []
-sys.exit(run_command(RunConfig(command=sys.argv[3:], routes=routes, confdir=pathlib.Path(sys.argv[1]),
-                               headers_for=lambda p, c: {"Authorization": "Bearer sk-bench"})))
-"""
-
-# The baseline: mitmproxy's DumpMaster (default addons) + an injecting addon; every host is intercepted.
-BASELINE = r"""
-import asyncio, os, socket, subprocess, sys
-from mitmproxy import options
-from mitmproxy.tools.dump import DumpMaster
-confdir, upstream_ca, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# authsome 0.2.3's CLI, with its proxy's upstream name mapped to the stand-in and the test CA added to certifi.
+REFERENCE = r"""
+import os, socket, sys
+import certifi
+port, bundle = int(os.environ.pop("BENCH_PORT")), os.environ.pop("BENCH_CERTIFI")
 real = socket.getaddrinfo
-def getaddrinfo(host, p, *a, **k):
-    if host in ("api.openai.com", "www.example.org"):
-        return real("127.0.0.1", port, *a, **k)
-    return real(host, p, *a, **k)
+def getaddrinfo(name, p, *a, **k):
+    return real("127.0.0.1", port, *a, **k) if name in ("api.openai.com", "www.example.org") else real(name, p, *a, **k)
 socket.getaddrinfo = getaddrinfo
-class Inject:
-    def requestheaders(self, flow):
-        if flow.request.pretty_host == "api.openai.com":
-            flow.request.headers["Authorization"] = "Bearer sk-bench"
-    def responseheaders(self, flow):
-        flow.response.stream = True
-class Ready:
-    def __init__(self, event): self.event = event
-    def running(self): self.event.set()
-async def main():
-    opts = options.Options(listen_host="127.0.0.1", listen_port=0, confdir=confdir,
-                           ssl_verify_upstream_trusted_ca=upstream_ca)
-    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-    ready = asyncio.Event()
-    master.addons.add(Inject(), Ready(ready))
-    task = asyncio.create_task(master.run())
-    await ready.wait()
-    proxy = master.addons.get("proxyserver").listen_addrs()[0][1]
-    env = dict(os.environ, HTTPS_PROXY=f"http://127.0.0.1:{proxy}")
-    child = await asyncio.create_subprocess_exec(*sys.argv[4:], env=env)
-    code = await child.wait()
-    master.shutdown()
-    await task
-    return code
-sys.exit(asyncio.run(main()))
+certifi.where = lambda: bundle
+from authsome.cli import cli
+sys.argv[0] = "authsome"
+cli()
 """
+REFERENCE_LOGIN = r"""
+import sys
+from authsome.auth.input_provider import MockInputProvider
+from authsome.context import AuthsomeContext
+auth = AuthsomeContext.create().auth
+keys = MockInputProvider({"api_key": sys.argv[1]})
+auth.login_with_result(provider="openai", connection_name="default", input_provider=keys)
+"""
+
+
+def spread(values: list[float]) -> str:
+    """Median of the per-round values, with their range."""
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
 def run_json(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
@@ -169,119 +186,157 @@ def run_json(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def wall(cmd: list[str], env: dict[str, str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(cmd, env=env, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def wall(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
-def spread(ratios: list[float]) -> str:
-    """Median of the per-round ratios (each round's figures are measured back to back), with their range."""
-    if not ratios:
-        return "n/a"
-    return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+def burst(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(requests per second, seconds from the child's end to the run's exit)."""
+    proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    exited = time.time()
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["rps"], exited - result["end"]
+
+
+def reference_python() -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.compat.reference import reference_python as find
+
+    try:
+        return find("0.2.3")
+    except BaseException as exc:  # pytest's Skipped when no Python 3.13 exists
+        sys.exit(f"authsome 0.2.3 is needed for the comparison: {exc}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--startups", type=int, default=7)
-    parser.add_argument("--download-mb", type=int, default=512)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=40, help="requests.get() calls per measurement")
+    parser.add_argument("--connections", type=int, default=100, help="new connections per measurement")
+    parser.add_argument("--burst", type=float, default=3.0, help="seconds of keep-alive traffic")
+    parser.add_argument("--threads", type=int, default=4, help="keep-alive connections in parallel")
+    parser.add_argument("--download-mb", type=int, default=256)
     args = parser.parse_args()
 
+    ref_python = reference_python()
     work = Path(tempfile.mkdtemp(prefix="authsome-bench-"))
     server = None
     try:
         ca = trustme.CA()
-        cert = ca.issue_cert(HOST, OTHER)
-        cert.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
-        cert.private_key_pem.write_to_path(str(work / "key.pem"))
+        leaf = ca.issue_cert(HOST, OTHER)
+        leaf.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
+        leaf.private_key_pem.write_to_path(str(work / "key.pem"))
         ca.cert_pem.write_to_path(str(work / "ca.pem"))
+        with_ca = work / "certifi-and-test-ca.pem"  # what a direct client trusts: certifi's roots + the test CA
+        with_ca.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca.cert_pem.bytes())
         server = subprocess.Popen(
             [PY, "-c", SERVER, str(work / "cert.pem"), str(work / "key.pem")], stdout=subprocess.PIPE, text=True
         )
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        confdir = work / "mitmproxy"
-        base_env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        base_env.update(
-            SSL_CERT_FILE=str(work / "ca.pem"),
+
+        def user_env(home: Path, **extra: str) -> dict[str, str]:
+            """A plain user's environment: no proxy, no CA variables of this machine."""
+            keep = {k: os.environ[k] for k in ("PATH", "LANG", "TMPDIR") if k in os.environ}
+            return {**keep, "HOME": str(home), **extra}
+
+        ours_env = user_env(
+            work / "ours",
+            AUTHSOME_HOME=str(work / "ours" / "authsome"),
+            AUTHSOME_KEY_SOURCE="file",
             AUTHSOME_TEST_RESOLVE=f"{HOST}:443=127.0.0.1:{port},{OTHER}:443=127.0.0.1:{port}",
         )
-        # one throwaway run creates the CA, so that no measurement pays for key generation
-        subprocess.run([PY, "-c", AUTHSOME, str(confdir), "none", "true"], env=base_env, check=True)
-        both = work / "both.pem"
-        both.write_bytes((work / "ca.pem").read_bytes() + (confdir / "mitmproxy-ca-cert.pem").read_bytes())
-        direct_env = {**base_env, "BENCH_CA": str(work / "ca.pem")}
-        proxied_env = {**base_env, "BENCH_CA": str(both)}
-
-        def client(host: str, n: int, kind: str) -> list[str]:
-            return [PY, "-c", CLIENT, "proxy", host, str(n), kind, str(port)]
-
-        def authsome(route: str, cmd: list[str]) -> list[str]:
-            return [PY, "-c", AUTHSOME, str(confdir), route, *cmd]
-
-        def baseline(cmd: list[str]) -> list[str]:
-            return [PY, "-c", BASELINE, str(confdir), str(work / "ca.pem"), str(port), *cmd]
-
-        print(f"per-request latency, {args.requests} requests per client, median of {args.rounds} rounds (ms); ratios: "
-              "median of the rounds' ratios [lowest-highest]")
-        cases = (
-            ("keepalive", HOST, "routed host, keep-alive"),
-            ("new", HOST, "routed host, new connection"),
-            ("new", OTHER, "other host, new connection"),
+        ref_env = user_env(work / "ref", AUTHSOME_HOME=str(work / "ref" / "authsome"))
+        direct_env = user_env(work / "direct", REQUESTS_CA_BUNDLE=str(with_ca), SSL_CERT_FILE=str(with_ca))
+        for path in (work / "ours", work / "ref", work / "direct"):
+            path.mkdir()
+        subprocess.run(
+            [AUTHSOME, "login", "openai"], env={**ours_env, "OPENAI_API_KEY": KEY}, check=True, capture_output=True
         )
-        for kind, host, label in cases:
-            samples: dict[str, list[float]] = {"direct": [], "ours": [], "base": []}
-            ratios: list[float] = []
-            for _ in range(args.rounds):  # interleaved, so that a noisy moment hits all three alike
-                direct_cmd = [PY, "-c", CLIENT, "direct", host, str(args.requests), kind, str(port)]
-                d = run_json(direct_cmd, direct_env)["median_ms"]
-                o = run_json(authsome("route", client(host, args.requests, kind)), proxied_env)["median_ms"]
-                b = run_json(baseline(client(host, args.requests, kind)), proxied_env)["median_ms"]
-                for key, value in (("direct", d), ("ours", o), ("base", b)):
+        subprocess.run([str(ref_python), "-c", REFERENCE_LOGIN, KEY], env=ref_env, check=True, capture_output=True)
+        ref_run_env = {**ref_env, "BENCH_PORT": str(port), "BENCH_CERTIFI": str(with_ca)}
+
+        def ours(*child: str) -> list[str]:
+            return [AUTHSOME, "run", "--upstream-ca", str(work / "ca.pem"), "--", *child]
+
+        def ref(*child: str) -> list[str]:
+            return [str(ref_python), "-c", REFERENCE, "run", "--", *child]
+
+        def client(mode: str, *rest: object, host: str = HOST) -> list[str]:
+            return [PY, "-c", CLIENT, mode, str(port), host, *map(str, rest)]
+
+        # the first runs make each tool's CA (and authsome's cached trust), so that no measurement pays for them
+        subprocess.run(ours("true"), env=ours_env, check=True, capture_output=True)
+        subprocess.run(ref("true"), env=ref_run_env, check=True, capture_output=True)
+
+        print(f"authsome (this tree, audit trail on) against authsome 0.2.3, {args.rounds} interleaved rounds")
+        print("ratios: median of the rounds' ratios [lowest-highest]")
+        latency_cases: list[tuple[str, Callable[[], list[str]], float]] = [
+            ("requests.get(), new SSL context per call", lambda: client("requests", args.requests), 0.5),
+            ("new connection, reused SSL context", lambda: client("newconn", args.connections), 0.6),
+        ]
+        for label, make, target in latency_cases:
+            samples: dict[str, list[float]] = {"direct": [], "ours": [], "ref": []}
+            ratios = []
+            for _ in range(args.rounds):
+                d = run_json(make(), direct_env)["ms"]
+                o = run_json(ours(*make()), ours_env)["ms"]
+                r = run_json(ref(*make()), ref_run_env)["ms"]
+                for key, value in (("direct", d), ("ours", o), ("ref", r)):
                     samples[key].append(value)
-                if b > d:
-                    ratios.append((o - d) / (b - d))
-            d, o, b = (statistics.median(samples[k]) for k in ("direct", "ours", "base"))
+                if r > d:
+                    ratios.append((o - d) / (r - d))
+            d, o, r = (statistics.median(samples[k]) for k in ("direct", "ours", "ref"))
             print(
-                f"  {label:<28} direct {d:6.2f}   authsome {o:6.2f} (+{o - d:5.2f})   "
-                f"baseline {b:6.2f} (+{b - d:5.2f})   overhead ratio {spread(ratios)} (target <= 0.7)"
+                f"  {label:<42} direct {d:6.2f} ms   authsome {o:6.2f} (+{o - d:5.2f})   "
+                f"0.2.3 {r:6.2f} (+{r - d:5.2f})   overhead ratio {spread(ratios)} (target <= {target})"
             )
 
-        print(f"`run -- true` wall time, median of {args.startups}")
-        ours_true = wall(authsome("none", ["true"]), base_env, args.startups)
-        base_true = wall(baseline(["true"]), base_env, args.startups)
+        rps: dict[str, list[float]] = {"ours": [], "ref": []}
+        exits: dict[str, list[float]] = {"ours": [], "ref": []}
+        ratios = []
+        for _ in range(args.rounds):
+            for key, wrap, env in (("ours", ours, ours_env), ("ref", ref, ref_run_env)):
+                value, exit_after = burst(wrap(*client("keepalive", args.burst, args.threads)), env)
+                rps[key].append(value)
+                exits[key].append(exit_after)
+            ratios.append(rps["ours"][-1] / rps["ref"][-1])
         print(
-            f"  authsome runner {ours_true:.3f}s   baseline {base_true:.3f}s   "
-            f"ratio {ours_true / base_true:.2f} (target <= 0.8)"
+            f"  keep-alive throughput, {args.threads} connections, {args.burst:g} s bursts: "
+            f"authsome {statistics.median(rps['ours']):.0f} req/s   0.2.3 {statistics.median(rps['ref']):.0f} req/s   "
+            f"ratio {spread(ratios)} (target >= 2)"
         )
-        cli = shutil.which("authsome", path=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        if cli:
-            home = work / "home"
-            cli_env = {**base_env, "AUTHSOME_HOME": str(home), "AUTHSOME_KEY_SOURCE": "file", "HOME": str(work)}
-            try:
-                cli_true = wall([cli, "run", "--", "true"], cli_env, args.startups)
-                print(f"  `authsome run -- true` (CLI, empty store) {cli_true:.3f}s   ratio {cli_true / base_true:.2f}")
-            except subprocess.CalledProcessError as exc:
-                print(f"  `authsome run -- true` (CLI) failed with exit code {exc.returncode}")
+        print(
+            f"  `run` exits after its child's burst in: authsome {spread(exits['ours'])} s (target <= 0.1)   "
+            f"0.2.3 {spread(exits['ref'])} s"
+        )
+
+        walls: dict[str, list[float]] = {"ours": [], "ref": []}
+        ratios = []
+        for _ in range(args.rounds):
+            walls["ours"].append(wall(ours("true"), ours_env))
+            walls["ref"].append(wall(ref("true"), ref_run_env))
+            ratios.append(walls["ours"][-1] / walls["ref"][-1])
+        print(
+            f"  `run -- true`: authsome {statistics.median(walls['ours']):.3f} s   "
+            f"0.2.3 {statistics.median(walls['ref']):.3f} s   ratio {spread(ratios)} (target <= 0.3)"
+        )
 
         size = args.download_mb * 1_000_000
-        print(f"download of {args.download_mb} MB from {OTHER} (no route: tunnelled), median of {args.rounds}")
+        tunnel_env = {**ours_env, "SSL_CERT_FILE": str(work / "ca.pem")}  # the child verifies the host itself
         direct_runs, tunnel_runs, ratios = [], [], []
         for _ in range(args.rounds):
-            direct_cmd = [PY, "-c", CLIENT, "direct", OTHER, str(size), "download", str(port)]
-            direct_runs.append(run_json(direct_cmd, direct_env)["mb_per_s"])
-            tunnel_runs.append(run_json(authsome("route", client(OTHER, size, "download")), proxied_env)["mb_per_s"])
+            direct_runs.append(run_json(client("download", size, host=OTHER), direct_env)["mb_per_s"])
+            tunnel_runs.append(run_json(ours(*client("download", size, host=OTHER)), tunnel_env)["mb_per_s"])
             ratios.append(tunnel_runs[-1] / direct_runs[-1])
         print(
-            f"  direct {statistics.median(direct_runs):.0f} MB/s   tunnelled {statistics.median(tunnel_runs):.0f} MB/s"
-            f"   ratio {spread(ratios)} (target >= 0.8)"
+            f"  {args.download_mb} MB from an unrouted (tunnelled) host: direct {statistics.median(direct_runs):.0f} "
+            f"MB/s   authsome {statistics.median(tunnel_runs):.0f} MB/s   ratio {spread(ratios)} (target >= 0.8)"
         )
+        verify = subprocess.run([AUTHSOME, "log", "--verify"], env=ours_env, capture_output=True, text=True)
+        print(f"  audit trail after the run: {verify.stdout.strip() or verify.stderr.strip()}")
     finally:
         if server is not None:
             server.terminate()

@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from authsome.errors import AuthsomeError, CredentialMissing, RefreshFailed, UsageError
+from authsome.errors import AuthsomeError, CredentialMissing, RefreshFailed, RefusedInRun, UsageError
 from authsome.models import DEFAULT_CONNECTION, DEFAULT_PROFILE, ClientConfig, ConnectionInfo, Credential
 from authsome.paths import Home, check_name
 from authsome.secret import Secret
@@ -28,10 +28,15 @@ from authsome.store.vault import Vault
 
 if TYPE_CHECKING:
     from authsome.flows.ui import FlowUI
+    from authsome.gateway.service import GatewayOptions
+    from authsome.gateway.state import GatewayFiles
     from authsome.providers.registry import Registry
     from authsome.providers.schema import Provider
+    from authsome.proxy.routing import Route
+    from authsome.store.agents import Agent, AgentStore
     from authsome.store.audit import AuditLog, VerifyResult
     from authsome.store.keysource import KeySource
+    from authsome.store.legacy import ImportReport
 
 ProviderState = Literal["available", "configured", "connected"]
 ExportFormat = Literal["env", "shell", "json"]
@@ -74,6 +79,7 @@ class LoginOptions:
     base_url: str | None = None
     reset: bool = False
     no_browser: bool = False
+    browser: bool = False  # ask for a key or client secret in a local browser form, even without a terminal
     redirect_port: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,18 +88,60 @@ class Authsome:
     """Credentials of one profile in one authsome home."""
 
     def __init__(
-        self, home: Path | str | None = None, profile: str = DEFAULT_PROFILE, env: Mapping[str, str] | None = None
+        self,
+        home: Path | str | None = None,
+        profile: str = DEFAULT_PROFILE,
+        env: Mapping[str, str] | None = None,
+        *,
+        read_only: bool = False,
+        store_url: str | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
-        self.home = Home.resolve(Path(home) if home is not None else None)
+        self._home_root = Path(home) if home is not None else None
+        # A shared PostgreSQL store (docs/store.md); None: this home's SQLite files.
+        self.store_url = store_url or self.env.get("AUTHSOME_STORE_URL") or None
         self.profile = check_name("profile", profile)
+        self.read_only = read_only  # inspect without creating or importing anything (``doctor``)
+        self.import_reports: list[ImportReport] = []
+        self._import_checked = False
+
+    @cached_property
+    def home(self) -> Home:
+        """The home, created on first use (not at construction: a refusal inside a run comes first)."""
+        return Home.locate(self._home_root) if self.read_only else Home.resolve(self._home_root)
+
+    def import_authsome_home(self) -> list[ImportReport]:
+        """Import, once and in place, a home the authsome package (0.2.x, 0.5-0.7.x) wrote here (docs/store.md).
+
+        Runs before the store or the providers are first used; empty when there was nothing (left) to import. A
+        failure (its master key not available…) is in a report's ``error`` and does not stop this command.
+        """
+        if self.read_only or self._import_checked:
+            return self.import_reports
+        self._import_checked = True
+        from authsome.store import legacy
+
+        self.import_reports = legacy.import_home(self.home, self.env, self._profile_store)
+        imported = [name for report in self.import_reports for name in report.providers]
+        if imported:  # copied as they were: say which do not validate here
+            from authsome.providers.registry import Registry
+
+            problems = {path.stem: why for path, why in Registry(self.home.providers_dir).problems()}
+            for report in self.import_reports:
+                report.unusable = {name: problems[name] for name in report.providers if name in problems}
+        return self.import_reports
+
+    def _profile_store(self, profile: str) -> CredentialStore:
+        return CredentialStore(Vault(self.home.profile_dir(profile), profile, lambda: self.key_source))
 
     # -- wiring --------------------------------------------------------------------------------------------------
     @cached_property
     def registry(self) -> Registry:
         from authsome.providers.registry import Registry
+        from authsome.store.backend import providers_dir
 
-        return Registry(self.home.providers_dir)
+        self.import_authsome_home()
+        return Registry(providers_dir(self.home, self.store_url, refresh=not self.read_only))
 
     @cached_property
     def key_source(self) -> KeySource:
@@ -103,14 +151,16 @@ class Authsome:
 
     @cached_property
     def store(self) -> CredentialStore:
-        vault = Vault(self.home.profile_dir(self.profile), self.profile, lambda: self.key_source)
-        return CredentialStore(vault)
+        from authsome.store.backend import open_store
+
+        self.import_authsome_home()
+        return CredentialStore(open_store(self.home, self.profile, lambda: self.key_source, self.store_url))
 
     @cached_property
     def audit(self) -> AuditLog:
-        from authsome.store.audit import AuditLog
+        from authsome.store.backend import open_audit
 
-        return AuditLog(self.store.vault)
+        return open_audit(self.home, self.store.vault)
 
     def provider(self, name: str) -> Provider:
         """The provider definition (a user file overrides a bundled one)."""
@@ -149,20 +199,27 @@ class Authsome:
 
     def reveal(self, provider: str, connection: str = DEFAULT_CONNECTION, field: str = "api_key") -> Secret:
         """One secret value, explicitly asked for. Refresh tokens never leave the store."""
+        self.refuse_inside_run("reveal a secret")
         if field not in REVEALABLE_FIELDS:
             raise UsageError(
                 f"field {field!r} cannot be revealed",
                 f"choose one of {', '.join(REVEALABLE_FIELDS)}; refresh tokens never leave the store",
             )
-        cred = self.credential(provider, connection)
+        cred = self._credential(provider, connection)
         value: Secret | None = getattr(cred, field)
         if value is None:
-            raise UsageError(f"{provider}/{connection} has no {field}", f"it is a {cred.kind} credential")
+            other = "access_token" if field == "api_key" else "api_key"
+            kind = "an OAuth" if cred.kind == "oauth2" else "an API-key"
+            raise UsageError(f"{provider}/{connection} has no {field}", f"it is {kind} connection: use --field {other}")
         self.audit.append("reveal", provider=provider, connection=connection, field=field)
         return value
 
     def credential(self, provider: str, connection: str = DEFAULT_CONNECTION) -> Credential:
         """The usable credential of a connection, refreshed first when it is close to expiry."""
+        self.refuse_inside_run("read a credential")
+        return self._credential(provider, connection)
+
+    def _credential(self, provider: str, connection: str) -> Credential:
         self.provider(provider)
         cred = self.store.load(provider, connection)
         self._check_valid(provider, connection)
@@ -174,16 +231,39 @@ class Authsome:
         """Refuse a connection whose refresh token the provider rejected: that token is never sent again."""
         info = self.store.info(provider, connection)
         if info is not None and info.status == "invalid":
+            command = _relogin(provider, connection)
             raise CredentialMissing(
                 f"{provider}/{connection} is no longer valid" + (f" ({info.error})" if info.error else ""),
-                f"run `authsome login {provider}{_conn_flag(connection)} --force`",
+                f"run `{command}`",
+                fix_command=command,
             )
 
     def headers_for(self, provider: str, connection: str = DEFAULT_CONNECTION) -> dict[str, str]:
         """The request headers that authenticate to ``provider`` (what the proxy injects)."""
+        self.refuse_inside_run("read a credential")
+        return self._headers_for(provider, connection)
+
+    def _headers_for(self, provider: str, connection: str = DEFAULT_CONNECTION) -> dict[str, str]:
+        """What the proxy of ``run`` injects: the same headers, asked for by the proxy itself (never the child)."""
         prov = self.provider(provider)
-        name, value = prov.header(self.credential(provider, connection).secret_for_request().reveal())
+        secret = self._credential(provider, connection).secret_for_request()
+        try:
+            name, value = prov.header(secret.reveal())
+        except UsageError as exc:  # the provider does not know which connection it was: say it here
+            command = _relogin(provider, connection)
+            raise UsageError(exc.message, f"run `{command}`", fix_command=command) from None
         return {name: value}
+
+    def refuse_inside_run(self, what: str) -> None:
+        """Raise :class:`RefusedInRun` inside ``authsome run``: a guard-rail for a naive agent (the boundary is the
+        sandbox of ``run``, authsome.isolation)."""
+        from authsome.proxy.environment import RUN_MARKER
+
+        if self.env.get(RUN_MARKER):
+            raise RefusedInRun(
+                f"refusing to {what} inside `authsome run`: the child must never hold a real secret",
+                "make the request through the proxy (the credential is added on the way); run this outside the run",
+            )
 
     def export(
         self, provider: str, connection: str = DEFAULT_CONNECTION, fmt: ExportFormat = "env", prefix: str = ""
@@ -191,11 +271,16 @@ class Authsome:
         """The provider's export variables as ``env`` lines, ``shell`` exports (safe to eval) or ``json``."""
         import json
 
+        self.refuse_inside_run("export a secret")
         prov = self.provider(provider)
-        cred = self.credential(provider, connection)
+        cred = self._credential(provider, connection)
         values: dict[str, str] = {}
+        urls = self.connection_provider(provider, cred.metadata).export_urls()  # authsome's BASE_URL/API_URL
         for var, what in prov.export_env.items():
-            secret = cred.api_key if what == "api_key" else cred.access_token
+            if what in urls:
+                values[f"{prefix}{var}"] = urls[what]
+                continue
+            secret = cred.api_key if what == "api_key" else cred.access_token if what == "access_token" else None
             if secret is not None:
                 values[f"{prefix}{var}"] = secret.reveal()
         if not values:
@@ -230,7 +315,7 @@ class Authsome:
         if opts.base_url:
             prov = prov.with_base_url(opts.base_url)
         existing = self.store.info(provider, opts.connection)
-        if existing is not None and not opts.force and existing.status not in ("invalid", "revoked"):
+        if existing is not None and not opts.force and existing.status != "invalid":
             raise UsageError(
                 f"{provider}/{opts.connection} is already connected",
                 f"use `authsome login {provider}{_conn_flag(opts.connection)} --force` to replace it",
@@ -239,18 +324,19 @@ class Authsome:
             from authsome.flows.ui import PlainUI
 
             ui = PlainUI()
+        if opts.browser and opts.no_browser:
+            raise UsageError("--browser and --no-browser contradict each other", "use one of them")
+        form = False if opts.no_browser else (True if opts.browser else None)  # None: only for a person at a terminal
         if prov.auth_type == "api_key":
             from authsome.flows.api_key import obtain_api_key
 
             if opts.flow not in (None, "api_key") or opts.scopes is not None or opts.client_id is not None:
                 raise UsageError(
                     f"{prov.display_name} uses an API key: --flow, --scopes and --client-id do not apply",
-                    f"run `authsome login {provider}` without them",
+                    f"run `authsome login {provider}{_conn_flag(opts.connection)}` without them",
                 )
 
-            cred = obtain_api_key(
-                prov, env=self.env, stdin=stdin or sys.stdin, ui=ui, allow_browser=not opts.no_browser
-            )
+            cred = obtain_api_key(prov, env=self.env, stdin=stdin or sys.stdin, ui=ui, allow_browser=form)
             client: ClientConfig | None = None
         else:
             from authsome.flows import oauth
@@ -265,6 +351,7 @@ class Authsome:
                 flow=opts.flow,
                 client_id=opts.client_id,
                 no_browser=opts.no_browser,
+                secret_form=form,
                 redirect_port=opts.redirect_port,
             )
         if opts.base_url:
@@ -279,8 +366,9 @@ class Authsome:
     def _refresh(self, prov: Provider, connection: str) -> Credential:
         """Single-flight refresh: lock, re-read, refresh only if still needed, save access and rotated refresh token."""
         from authsome.flows import refresh as refresh_flow
+        from authsome.store.credentials import connection_key
 
-        with self.store.vault.lock():
+        with self.store.vault.lock(connection_key(prov.name, connection)):  # a shared store: this connection only
             cred = self.store.load(prov.name, connection)
             self._check_valid(prov.name, connection)  # another process may have had the refresh token rejected
             if not _needs_refresh(cred):
@@ -290,19 +378,23 @@ class Authsome:
             if cred.refresh_token is None or client is None:
                 if not expired:
                     return cred
+                command = refresh_flow.relogin_command(prov.name, connection)
                 raise RefreshFailed(
                     f"{prov.name}/{connection} expired and cannot be refreshed (no refresh token)",
-                    f"run `authsome login {prov.name}{_conn_flag(connection)} --force`",
+                    f"run `{command}`",
+                    fix_command=command,
                 )
             try:
-                fresh: Credential = refresh_flow.refresh(prov, client, cred)
+                fresh: Credential = refresh_flow.refresh(prov, client, cred, connection=connection)
             except RefreshFailed as exc:
                 self.audit.append("refresh", provider=prov.name, connection=connection, ok=False, reason=exc.message)
                 if getattr(exc, "invalid_grant", False):
                     self.store.set_status(prov.name, connection, "invalid", "refresh token rejected (invalid_grant)")
+                    command = refresh_flow.relogin_command(prov.name, connection)
                     raise RefreshFailed(
                         f"{prov.name}/{connection}: the provider rejected the refresh token",
-                        f"run `authsome login {prov.name}{_conn_flag(connection)} --force`",
+                        f"run `{command}`",
+                        fix_command=command,
                     ) from None
                 if not expired:
                     return cred  # still usable; try again next time
@@ -327,7 +419,7 @@ class Authsome:
         self.provider(provider)
         conns = self.store.connections(provider)
         if not conns:
-            raise _missing(provider, DEFAULT_CONNECTION)
+            raise _nothing_stored(provider)
         revoked = {
             c.name: self._revoke_remote(self.connection_provider(provider, c.metadata), c.name, strict=True)
             for c in conns
@@ -345,12 +437,16 @@ class Authsome:
             removed = self.store.delete(provider, connection)
             client = self.store.delete_client(provider) if connection is None else False
         uninstalled = self.registry.unregister(provider) if connection is None else False
-        if not (known or removed or client or uninstalled):
-            from authsome.errors import ProviderNotFound
+        if uninstalled:
+            from authsome.store.backend import provider_removed
 
-            raise ProviderNotFound(f"nothing stored for {provider!r}", "run `authsome list` to see what is stored")
+            provider_removed(self.store_url, provider)
+        if not (known or removed or client or uninstalled):
+            self.provider(provider)  # raises ProviderNotFound, worded as everywhere else
         if connection is not None and not removed:
             raise _missing(provider, connection)
+        if not (removed or client or uninstalled):
+            raise _nothing_stored(provider)
         if removed or client:
             self.audit.append("remove", provider=provider, connection=connection, connections_removed=removed)
         return {
@@ -371,7 +467,7 @@ class Authsome:
             client = self.store.client(prov.name)
             if client is None:
                 return False
-            return bool(refresh_flow.revoke(prov, client, cred))
+            return bool(refresh_flow.revoke(prov, client, cred, connection=connection))
         except AuthsomeError:
             if strict:
                 raise
@@ -379,18 +475,29 @@ class Authsome:
 
     def register(self, path: Path | str, force: bool = False) -> Provider:
         """Install a custom provider JSON file (a user file overrides a bundled one)."""
-        return self.registry.register(Path(path), force=force)
+        from authsome.store.backend import provider_saved
+
+        prov = self.registry.register(Path(path), force=force)
+        if prov.path is not None:
+            provider_saved(self.store_url, prov.name, prov.path)  # a shared store: every replica gets it
+        return prov
 
     # -- audit ---------------------------------------------------------------------------------------------------
     def log(
-        self, *, run_id: str | None = None, provider: str | None = None, since: float | None = None
+        self,
+        *,
+        run_id: str | None = None,
+        provider: str | None = None,
+        since: float | None = None,
+        agent: str | None = None,
     ) -> builtins.list[dict[str, Any]]:
-        """Audit records, oldest first, filtered by run id, provider and time (unix seconds)."""
+        """Audit records, oldest first, filtered by run id, provider, gateway agent and time (unix seconds)."""
         return [
             r
             for r in self.audit.records()
             if (run_id is None or r.get("run_id") == run_id)
             and (provider is None or r.get("provider") == provider)
+            and (agent is None or r.get("agent") == agent)
             and (since is None or r.get("ts", 0) >= since)
         ]
 
@@ -398,15 +505,42 @@ class Authsome:
         """Check the audit trail's chain; see :class:`authsome.store.audit.AuditLog`."""
         return self.audit.verify()
 
+    # -- the store ---------------------------------------------------------------------------------------------
+    def migrate_store(self, source: str | None = None, destination: str | None = None) -> dict[str, Any]:
+        """Copy the whole store (every profile's records and audit trail, the custom providers) between this home's
+        files and a PostgreSQL database, either way, and verify the copy; see authsome.store.pg.transfer.
+
+        ``source``/``destination``: ``home``, ``sqlite:PATH`` or ``postgresql://…``; by default from this home to the
+        configured store (``--store``/``AUTHSOME_STORE_URL``), or from it when ``destination`` is a home.
+        """
+        self.refuse_inside_run("migrate the store")
+        from authsome.store.pg import transfer
+
+        configured = transfer.Side(self.home, self.store_url) if self.store_url else None
+        src = transfer.parse_side(source, self.home) if source else None
+        dst = transfer.parse_side(destination, self.home) if destination else None
+        if dst is None:
+            dst = configured if src is None or src.url is None else transfer.Side(self.home)
+        if src is None:
+            src = configured if dst is not None and dst.url is None else transfer.Side(self.home)
+        if src is None or dst is None:
+            raise UsageError(
+                "no database to migrate to or from", "pass --to postgresql://… (or set AUTHSOME_STORE_URL)"
+            )
+        return transfer.migrate(src, dst, lambda: self.key_source).to_dict()
+
     # -- about ---------------------------------------------------------------------------------------------------
     def whoami(self) -> dict[str, Any]:
         """Home, profile, key source and counts."""
+        from authsome.store.backend import profiles as store_profiles
+
         config = self.home.read_config()
         conns = self.store.connections()
         return {
             "home": str(self.home.root),
             "profile": self.profile,
-            "profiles": self.home.profiles(),
+            "profiles": store_profiles(self.home, self.store_url),
+            "store": self.store.vault.describe(),
             "key_source": config.get("key_source") or "not chosen yet (chosen at first login)",
             "connections": len(conns),
             "providers_connected": sorted({c.provider for c in conns}),
@@ -415,8 +549,8 @@ class Authsome:
 
     # -- run -----------------------------------------------------------------------------------------------------
     def _audit_request(self, record: dict[str, object]) -> None:
-        """Called by the proxy (on its audit thread) once per request to a provider host."""
-        self.audit.append("request", **record)
+        """Called by the proxy (on its audit thread) once per request to a provider host: queued, written in batches."""
+        self.audit.submit("request", **record)
 
     def run(
         self,
@@ -431,36 +565,29 @@ class Authsome:
         allow: Sequence[str] = (),
         policy_file: Path | None = None,
         upstream_proxy: str | None = None,
+        isolate: bool = True,
     ) -> int:
         """Run ``command`` behind the credential-injecting proxy and return its exit code.
 
         ``providers`` limits injection (default: every connected provider); ``connections`` maps a provider to a
         non-default connection; ``allow``/``policy_file`` restrict what the child may call (see authsome.policy).
+        ``isolate`` (default) hides this home, the CA key and every process outside the child's sandbox from it.
         """
+        from authsome import isolation
+
+        isolation.harden_process()  # before any secret is decrypted in this process
         from authsome.policy import build_policy
-        from authsome.proxy.runner import Route, RunConfig, run_command
+        from authsome.proxy.runner import RunConfig, run_command
 
         connections = dict(connections or {})
         for name in [*providers, *connections]:
             self.provider(name)
         policy = build_policy(allow, policy_file)
-        wanted = set(providers) | set(connections)
-        chosen: dict[str, ConnectionInfo] = {}
-        for info in self.store.connections():
-            if info.name == connections.get(info.provider, DEFAULT_CONNECTION) and (
-                not wanted or info.provider in wanted
-            ):
-                chosen[info.provider] = info
-        for name in sorted(wanted - set(chosen)):
-            raise _missing(name, connections.get(name, DEFAULT_CONNECTION))
-        routes = [
-            Route(provider=self.connection_provider(p, info.metadata), connection=info.name)
-            for p, info in sorted(chosen.items())
-        ]
+        routes = self._routes(providers, connections)
         config = RunConfig(
             command=list(command),
             routes=routes,
-            headers_for=self.headers_for,
+            headers_for=self._headers_for,
             verbose=verbose,
             upstream_ca=upstream_ca,
             allow_nested=allow_nested,
@@ -469,8 +596,163 @@ class Authsome:
             audit=self._audit_request,
             upstream_proxy=upstream_proxy,
             env=self.env,
+            isolate=isolate,
+            hide=[self.home.root],
         )
-        return int(run_command(config))
+        try:
+            return int(run_command(config))
+        finally:
+            self.audit.flush()  # every request's record is on disk before `run` returns
+
+    def _routes(
+        self, providers: Sequence[str], connections: Mapping[str, str], *, missing_ok: bool = False
+    ) -> builtins.list[Route]:
+        """Proxy routes for ``providers`` (none: every connected one), each with its connection from ``connections``
+        (else ``default``). A provider named without that connection stored raises :class:`CredentialMissing`; with
+        ``missing_ok`` (the gateway) it is routed all the same, so that its requests get a 401 naming the login
+        command, and a provider that no longer exists is left out."""
+        from authsome.proxy.routing import Route
+
+        wanted = set(providers) | set(connections)
+        chosen: dict[str, ConnectionInfo] = {}
+        for info in self.store.connections():
+            if info.name == connections.get(info.provider, DEFAULT_CONNECTION) and (
+                not wanted or info.provider in wanted
+            ):
+                chosen[info.provider] = info
+        routes = {p: Route(self.connection_provider(p, info.metadata), info.name) for p, info in chosen.items()}
+        for name in sorted(wanted - set(chosen)):
+            if not missing_ok:
+                raise _missing(name, connections.get(name, DEFAULT_CONNECTION))
+            if name in self.registry.names():
+                routes[name] = Route(self.provider(name), connections.get(name, DEFAULT_CONNECTION))
+        return [routes[name] for name in sorted(routes)]
+
+    # -- agents and the gateway ----------------------------------------------------------------------------------
+    @cached_property
+    def agents(self) -> AgentStore:
+        """The agents of this profile's gateway (names, token hashes, rights)."""
+        from authsome.store.agents import AgentStore
+
+        return AgentStore(self.store.vault)
+
+    @property
+    def gateway_files(self) -> GatewayFiles:
+        from authsome.gateway.state import GatewayFiles
+
+        return GatewayFiles.of(self.home.profile_dir(self.profile))
+
+    def create_agent(
+        self,
+        name: str,
+        *,
+        providers: Sequence[str] = (),
+        connections: Sequence[tuple[str, str]] = (),
+        allow: Sequence[str] = (),
+        policy_file: Path | None = None,
+        expires_in: float | None = None,
+        replace: bool = False,
+    ) -> tuple[Agent, Secret]:
+        """A new gateway agent and its token, shown this once (the store keeps only its SHA-256).
+
+        ``providers`` (none: every connected one) and ``connections`` (``(provider, name)`` pairs; the first of a
+        provider is the one its requests get, the others may be picked with ``X-Authsome-Connection``) are what it
+        may use; ``allow``/``policy_file`` restrict its requests as ``run --allow/--policy`` do.
+        """
+        self.refuse_inside_run("create an agent")
+        from authsome.policy import build_policy
+        from authsome.store.agents import Rights
+
+        named: dict[str, builtins.list[str]] = {}
+        for provider, connection in connections:
+            named.setdefault(provider, []).append(check_name("connection", connection))
+        for provider in [*providers, *named]:
+            self.provider(provider)
+        policy = build_policy(allow, policy_file)
+        rights = Rights(
+            providers=tuple(dict.fromkeys(providers)),
+            connections={p: tuple(dict.fromkeys(n)) for p, n in named.items()},
+            allow=tuple(str(rule) for rule in policy.rules),
+            policy_source=policy.source if policy.rules else None,
+        )
+        agent, token = self.agents.create(name, rights, expires_in=expires_in, replace=replace)
+        self.audit.append("agent", action="create", agent=name, expires_at=agent.expires_at, **rights.to_dict())
+        return agent, token
+
+    def rotate_agent(self, name: str) -> tuple[Agent, Secret]:
+        """A new token for an agent (shown this once); the old one stops working within a second."""
+        self.refuse_inside_run("rotate an agent's token")
+        agent, token = self.agents.rotate(name)
+        self.audit.append("agent", action="rotate", agent=name)
+        return agent, token
+
+    def revoke_agent(self, name: str) -> Agent:
+        """Revoke an agent: a running gateway refuses it from its next request (within a second)."""
+        agent = self.agents.revoke(name)
+        self.audit.append("agent", action="revoke", agent=name)
+        return agent
+
+    def agent_env(
+        self,
+        name: str,
+        *,
+        fmt: ExportFormat = "env",
+        token: str | None = None,
+        address: str | None = None,
+        confdir: Path | None = None,
+        ca_path: str | None = None,
+    ) -> str:
+        """What agent ``name`` needs in its environment to use the gateway (see authsome.gateway.agent_env).
+
+        ``token``, when given, must be the agent's (it is checked against the stored hash); ``address`` defaults to
+        the running gateway's, else the default listen address; ``ca_path`` is where the agent finds the CA bundle
+        (default: the bundle's path here).
+        """
+        from authsome.errors import AuthenticationFailed
+        from authsome.gateway import address as gateway_address
+        from authsome.gateway import agent_env, state
+        from authsome.proxy import ca
+
+        agent = self.agents.require(name)
+        if token is not None and not agent.verify(token):
+            raise AuthenticationFailed(
+                f"that is not agent {name}'s token", "pass the token `agent create` or `agent rotate` printed last"
+            )
+        files = self.gateway_files.ensure()
+        running = state.read_state(files) or {}
+        where = address or running.get("listen") or gateway_address.show(gateway_address.parse_listen(""))
+        ca_pem = Path(running["ca_cert"]).read_bytes() if running.get("ca_cert") else ca.ensure_ca(confdir)
+        bundle = state.write_bundle(files.bundle, ca_pem, self.env)
+        defaults = {p: names[0] for p, names in agent.rights.connections.items() if names}
+        routes = self._routes(agent.rights.providers, defaults, missing_ok=True)
+        providers = [r.provider for r in routes]
+        env = agent_env.agent_env(name, where, token, Path(ca_path) if ca_path else bundle, providers)
+        return agent_env.render(env, fmt, ca_pem=ca_pem, name=name, address=where)
+
+    def serve_gateway(self, options: GatewayOptions) -> int:
+        """Run the gateway in this process until SIGTERM/SIGINT (see authsome.gateway.service); exit code 0."""
+        self.refuse_inside_run("serve the gateway")
+        from authsome import isolation
+
+        isolation.harden_process()  # before any secret is decrypted in this process
+        from authsome.gateway.service import GatewayConfig, serve
+
+        self.store.vault.master_key()  # a missing key or passphrase stops it here, not at an agent's first request
+        agents = self.agents
+        config = GatewayConfig(
+            options,
+            lookup=agents.get,
+            routes_for=lambda providers, connections: self._routes(providers, connections, missing_ok=True),
+            headers_for=self._headers_for,
+            audit=self._audit_request,
+            env=self.env,
+            files=self.gateway_files.ensure(),
+            profile=self.profile,
+        )
+        try:
+            return serve(config)
+        finally:
+            self.audit.flush()
 
 
 def _needs_refresh(cred: Credential) -> bool:
@@ -481,14 +763,24 @@ def _needs_refresh(cred: Credential) -> bool:
     return needs_refresh(cred, time.time())
 
 
+def _relogin(provider: str, connection: str) -> str:
+    from authsome.flows.refresh import relogin_command
+
+    return relogin_command(provider, connection)
+
+
 def _conn_flag(connection: str) -> str:
     return "" if connection == DEFAULT_CONNECTION else f" --connection {connection}"
 
 
 def _missing(provider: str, connection: str) -> CredentialMissing:
-    return CredentialMissing(
-        f"no credential stored for {provider}/{connection}", f"run `authsome login {provider}{_conn_flag(connection)}`"
-    )
+    from authsome.store.credentials import missing
+
+    return missing(provider, connection)
+
+
+def _nothing_stored(provider: str) -> CredentialMissing:
+    return CredentialMissing(f"no credential stored for {provider}", "run `authsome list` to see what is stored")
 
 
 def _version() -> str:

@@ -16,14 +16,21 @@ from __future__ import annotations
 
 
 class AuthsomeError(Exception):
-    """Base error: ``message`` says what went wrong, ``hint`` says what to do about it."""
+    """Base error: ``message`` says what went wrong, ``hint`` says what to do about it.
+
+    ``fix_command``, when there is one, is the command that fixes it (``authsome login github --connection work``),
+    as data: the proxy hands it to the child as is, nobody takes it out of the hint's prose.
+    """
 
     exit_code: int = 1
 
-    def __init__(self, message: str, hint: str | None = None, *, exit_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, hint: str | None = None, *, exit_code: int | None = None, fix_command: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.fix_command = fix_command
         if exit_code is not None:
             self.exit_code = exit_code
 
@@ -71,6 +78,12 @@ class StoreUnavailable(AuthsomeError):
     exit_code = 7
 
 
+class RefusedInRun(AuthsomeError):
+    """A secret was asked for from inside ``authsome run`` (a guard-rail: the sandbox is the boundary)."""
+
+    exit_code = 8
+
+
 EXIT_CODES: dict[int, str] = {
     0: "ok",
     1: "generic error",
@@ -80,4 +93,5 @@ EXIT_CODES: dict[int, str] = {
     5: "credential missing",
     6: "refresh failed",
     7: "store unavailable",
+    8: "refused inside authsome run",
 }

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from authsome.secret import Secret
 
 CredentialKind = Literal["api_key", "oauth2"]
-ConnectionStatus = Literal["connected", "expired", "invalid", "revoked"]
+ConnectionStatus = Literal["connected", "expired", "invalid"]
 
 DEFAULT_PROFILE = "default"
 DEFAULT_CONNECTION = "default"

@@ -133,9 +133,14 @@ class Home:
     @classmethod
     def resolve(cls, root: Path | None = None) -> Home:
         """The home at ``root`` (or the default), created with private modes on first use."""
-        home = cls((root or default_home()).absolute())
+        home = cls.locate(root)
         home.ensure()
         return home
+
+    @classmethod
+    def locate(cls, root: Path | None = None) -> Home:
+        """The home at ``root`` (or the default) as it is: nothing is created or changed (``doctor`` reads this)."""
+        return cls((root or default_home()).absolute())
 
     @property
     def providers_dir(self) -> Path:
@@ -162,6 +167,15 @@ class Home:
     def ensure(self) -> None:
         """Create the layout if missing (idempotent and cheap when it exists)."""
         ensure_private_dir(self.root)
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            inside_run = bool(os.environ.get("AUTHSOME_RUN"))
+            raise StoreUnavailable(
+                f"the authsome home {self.root} cannot be read"
+                + (": inside `authsome run` it is hidden from the child" if inside_run else ""),
+                "use authsome outside the run; inside it, the proxy adds credentials to requests"
+                if inside_run
+                else "check the directory's permissions",
+            )
         if not self.version_file.exists():
             create_private_file_exclusive(self.version_file, (LAYOUT_VERSION + "\n").encode())
             ensure_private_dir(self.providers_dir)

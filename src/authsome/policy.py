@@ -12,7 +12,9 @@ and ``**`` spans segments (``/a/**`` also matches ``/a``). A policy file (TOML o
 
 With no rules nothing is restricted. With rules, a request to a provider is allowed only when one of that
 provider's rules matches it: providers without rules get nothing (deny by default). Paths with dot segments or
-encoded slashes/dots are refused while a policy is active, so a rule cannot be walked around.
+encoded slashes/dots are refused while a policy is active, so a rule cannot be walked around; neither can a
+method-override header (``X-HTTP-Method-Override``, ``X-HTTP-Method``, ``X-Method-Override``), which many servers
+obey: every method it names must be allowed too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ _RULE_RE = re.compile(
     r"(?P<methods>\*|[A-Za-z]+(?:,[A-Za-z]+)*)\s+(?P<path>/\S*)$"
 )
 _SNEAKY = re.compile(r"(^|/)\.\.?(/|$)|%2[eEfF]|%5[cC]|\\")
+_METHOD = re.compile(r"[A-Za-z]+")
+METHOD_OVERRIDE_HEADERS = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
 
 
 @dataclass(frozen=True)
@@ -72,19 +76,29 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     source: str = "--allow"
 
-    def check(self, provider: str, connection: str, method: str, path: str) -> Decision:
-        """Decide one request; ``path`` is the request path without its query string."""
+    def check(self, provider: str, connection: str, method: str, path: str, overrides: Sequence[str] = ()) -> Decision:
+        """Decide one request; ``path`` is the request path without its query string, ``overrides`` the values of
+        its :data:`METHOD_OVERRIDE_HEADERS` (each method they name is judged as well as ``method``)."""
         if not self.rules:
             return Decision(True, "no policy")
         path = path.split("?", 1)[0] or "/"
         if _SNEAKY.search(path):
             return Decision(False, "path has dot segments or encoded separators")
-        for rule in self.rules:
-            if rule.matches(provider, connection, method, path):
-                return Decision(True, f"allowed by {rule}")
         if not any(r.provider == provider for r in self.rules):
             return Decision(False, f"no rule allows provider {provider}")
-        return Decision(False, f"no rule allows {method.upper()} {path}")
+        named = [m.strip() for value in overrides for m in value.split(",") if m.strip()]
+        bad = next((m for m in named if not _METHOD.fullmatch(m)), None)
+        if bad is not None:
+            return Decision(False, f"a method-override header names {bad[:40]!r}, which is not a method")
+        method = method.upper()
+        allowed_by: list[Rule] = []
+        for wanted in dict.fromkeys([method, *(m.upper() for m in named)]):
+            rule = next((r for r in self.rules if r.matches(provider, connection, wanted, path)), None)
+            if rule is None:
+                via = "" if wanted == method else f" (asked for by a method-override header on {method})"
+                return Decision(False, f"no rule allows {wanted} {path}{via}")
+            allowed_by.append(rule)
+        return Decision(True, f"allowed by {allowed_by[0]}")
 
 
 def glob_to_regex(glob: str) -> re.Pattern[str]:

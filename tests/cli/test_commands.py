@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import stat
 import subprocess
 from pathlib import Path
 
-from tests.cli.conftest import Runner
+import httpx
+
+from tests.cli.conftest import AUTHSOME, Runner
 
 KEY = "sk-proj-TESTKEY0123456789abcdefghij"
 
@@ -271,3 +274,94 @@ def test_log_shows_events_and_detects_tampering(authsome: Runner, authsome_home:
     tampered = authsome("log", "--verify")
     assert tampered.code == 1 and "TAMPERED" in tampered.out
     assert authsome("log", "--since", "5x").code == 2
+
+
+# -- a login without a key and without a terminal (issue 12, item 1) ---------------------------------------------
+
+def test_login_without_key_or_terminal_fails_at_once(authsome: Runner, authsome_home: Path) -> None:
+    """An agent or a script gets the one-line error (exit 2) at once, not a local key form that waits 300 s."""
+    no_stdin = subprocess.run(
+        [AUTHSOME, "login", "anthropic"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
+    )
+    assert no_stdin.returncode == 2 and no_stdin.stdout == ""
+    assert no_stdin.stderr.splitlines()[0] == (
+        "Error: no API key for Anthropic: no environment variable, no stdin and no terminal"
+    )
+    assert "ANTHROPIC_API_KEY" in no_stdin.stderr and "http://127.0.0.1" not in no_stdin.stderr
+    empty_pipe = authsome("--json", "login", "anthropic", input="")
+    assert empty_pipe.code == 2 and empty_pipe.err == ""
+    assert empty_pipe.json()["error"] == "UsageError"
+    assert authsome("get", "anthropic").code == 5
+    both = authsome("login", "anthropic", "--browser", "--no-browser")
+    assert both.code == 2 and "--browser and --no-browser contradict each other" in both.err
+
+
+def test_login_browser_flag_opens_the_key_form_without_a_terminal(authsome_home: Path) -> None:
+    """--browser asks for the form explicitly: its URL is printed, the key typed into it is stored."""
+    env = {**os.environ, "BROWSER": "false"}  # no browser starts: the URL is printed instead
+    proc = subprocess.Popen([AUTHSOME, "login", "anthropic", "--browser"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/[\w-]+/", line)
+        assert match, line
+        with httpx.Client() as client:
+            page = client.get(match.group(0))
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+            sent = client.post(match.group(0), data={"csrf": csrf, "secret": "sk-ant-api03-FORMKEY0123456789"})
+            assert sent.status_code == 200
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+    shown = subprocess.run([AUTHSOME, "get", "anthropic", "--field", "api_key", "--show-secret"],
+                           capture_output=True, text=True, timeout=20)
+    assert shown.stdout.strip() == "sk-ant-api03-FORMKEY0123456789"
+
+
+# -- honest, readable answers (issue 12, item 5) ------------------------------------------------------------------
+
+def test_remove_with_nothing_stored_says_so(authsome: Runner) -> None:
+    res = authsome("remove", "openai")
+    assert res.code == 5
+    assert res.err.splitlines() == [
+        "Error: no credential stored for openai",
+        "Hint: run `authsome list` to see what is stored",
+    ]
+    assert authsome("remove", "nosuch").code == 3
+    login_openai(authsome)
+    removed = authsome("remove", "openai")
+    assert removed.code == 0 and "removed 1 connection" in removed.out
+
+
+def test_get_shows_times_in_iso_8601_and_no_python_reprs(authsome: Runner) -> None:
+    login_openai(authsome)
+    out = authsome("get", "openai").out
+    assert re.search(r"^created_at: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", out, re.M), out
+    assert re.search(r"\d{10}\.\d", out) is None  # no raw epoch
+    assert "{" not in out and "'" not in out and "True" not in out and "False" not in out
+    assert "metadata.source: env" in out
+
+
+def test_inspect_prints_one_format_per_mode(authsome: Runner) -> None:
+    human = authsome("inspect", "github")
+    assert human.code == 0
+    for line in human.out.splitlines():
+        assert re.fullmatch(r"[\w.]+: .*", line), line  # key: value lines only, no JSON block
+    assert "host_url: api.github.com, uploads.github.com" in human.out
+    assert json.loads(authsome("inspect", "github", "--json").out)["provider"]["name"] == "github"
+
+
+def test_a_missing_connection_is_worded_one_way(authsome: Runner) -> None:
+    login_openai(authsome)
+    errors = {authsome(*cmd, "openai", "--connection", "work").err for cmd in (("get",), ("export",), ("logout",))}
+    assert errors == {
+        "Error: no credential stored for openai/work\nHint: run `authsome login openai --connection work`\n"
+    }
+
+
+def test_a_bad_key_message_uses_the_right_article(authsome: Runner) -> None:
+    res = authsome("login", "openai", env={"OPENAI_API_KEY": "not-an-openai-key"})
+    assert res.code == 2
+    assert "does not look like an API key for OpenAI" in res.err and "a OpenAI" not in res.err

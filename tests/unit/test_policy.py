@@ -65,3 +65,26 @@ def test_policy_files(tmp_path: Path) -> None:
     js.write_text("{nope")
     with pytest.raises(UsageError, match="does not parse"):
         build_policy(policy_file=js)
+
+
+@pytest.mark.parametrize("override", ["DELETE", "delete", " DELETE ", "GET, DELETE"])
+def test_a_method_override_must_be_allowed_too(override: str) -> None:
+    policy = build_policy(["github:GET,POST /repos/**"])
+    decision = policy.check("github", "default", "POST", "/repos/x", [override])
+    assert not decision.allowed
+    assert decision.reason == "no rule allows DELETE /repos/x (asked for by a method-override header on POST)"
+
+
+def test_an_allowed_override_passes_and_no_policy_ignores_it() -> None:
+    assert (
+        build_policy(["github:POST,DELETE /repos/**"])
+        .check("github", "default", "POST", "/repos/x", ["DELETE"])
+        .allowed
+    )
+    assert build_policy().check("github", "default", "POST", "/repos/x", ["DELETE"]).allowed
+
+
+@pytest.mark.parametrize("override", ["DE LETE", "DELETE;x", "GET\r\nX: y"])
+def test_an_override_that_is_not_a_method_is_refused(override: str) -> None:
+    decision = build_policy(["github:* /repos/**"]).check("github", "default", "POST", "/repos/x", [override])
+    assert not decision.allowed and "not a method" in decision.reason

@@ -6,11 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from authsome.cli.output import Output, relative_expiry
+from authsome.cli import exit_now
+from authsome.cli.output import Output, flatten, iso_time, plain, relative_expiry
 from authsome.errors import EXIT_CODES, AuthsomeError, UsageError
 
 if TYPE_CHECKING:
@@ -18,7 +19,11 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EPILOG = "Exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()) + "."
+EPILOG = (
+    "Errors: `Error: …` and `Hint: …` on stderr; with --json, one object "
+    '{"error", "message", "hint", "exit_code"} on stdout and nothing on stderr (usage errors too).\n\n'
+    "Exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()) + "."
+)
 
 
 def _set_meta(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -27,6 +32,13 @@ def _set_meta(key: str) -> Callable[[click.Context, click.Parameter, Any], None]
             ctx.meta[f"authsome.{key}"] = value
 
     return callback
+
+
+def _store_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        from authsome.store.backend import check_url
+
+        ctx.meta["authsome.store"] = check_url(value, on_command_line=True)
 
 
 def common_options(func: F) -> F:
@@ -38,6 +50,7 @@ def common_options(func: F) -> F:
             is_flag=True,
             expose_value=False,
             callback=_set_meta("json"),
+            is_eager=True,  # set before other options are checked, so that their errors come out as JSON too
             help="Machine-readable output.",
         ),
         click.option(
@@ -71,6 +84,13 @@ def common_options(func: F) -> F:
             callback=_set_meta("no_color"),
             help="Plain output without colour.",
         ),
+        click.option(
+            "--store",
+            metavar="URL",
+            expose_value=False,
+            callback=_store_url,
+            help="A shared store: postgresql://USER@HOST/DB (default: AUTHSOME_STORE_URL, else this home's files).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -91,7 +111,11 @@ def api() -> Authsome:
     from authsome.api import Authsome
 
     meta = click.get_current_context().meta
-    return Authsome(profile=meta.get("authsome.profile") or "default")
+    auth = Authsome(profile=meta.get("authsome.profile") or "default", store_url=meta.get("authsome.store"))
+    # A home of the authsome package: imported once, the notice on stderr (never from inside a run: no store there).
+    for report in [] if auth.env.get("AUTHSOME_RUN") else auth.import_authsome_home():
+        click.echo("\n".join(report.lines()), err=True)
+    return auth
 
 
 connection_option = click.option(
@@ -141,15 +165,21 @@ def get(provider: str, connection: str, field: str | None, show_secret: bool) ->
     """A connection's metadata; secrets stay redacted unless asked for with --field NAME --show-secret."""
     o = out()
     auth = api()
+    if show_secret:
+        auth.refuse_inside_run("reveal a secret")  # before the store is touched: the same answer in a sandbox
     info = auth.get(provider, connection)
     data = info.redacted()
     if field is None:
 
         def human() -> None:
-            for key, value in data.items():
-                if value not in (None, [], {}):
-                    shown = relative_expiry(value) if key == "expires_at" else value
-                    click.echo(f"{key}: {shown}")
+            for key, value in flatten(data):
+                if value in (None, "", [], {}):
+                    continue
+                if key in ("created_at", "updated_at"):
+                    value = iso_time(value)
+                elif key == "expires_at":
+                    value = f"{iso_time(value)} ({relative_expiry(value)})"
+                click.echo(f"{key}: {plain(value)}")
             click.echo("secret: *** (use --field api_key|access_token --show-secret)")
 
         o.emit(data, human)
@@ -176,12 +206,13 @@ def inspect(provider: str) -> None:
     auth = api()
     prov = auth.provider(provider)
     conns = [c.redacted() for c in auth.store.connections(provider)]
-    data = {"provider": prov.to_dict(), "source": prov.source, "connections": conns}
+    routes = [rule.raw for rule in prov.host_rules]  # as used: base URL applied, authsome's broad regexes narrowed
+    data = {"provider": prov.to_dict(), "source": prov.source, "routes": routes, "connections": conns}
 
     def human() -> None:
-        import json
-
-        click.echo(json.dumps(prov.to_dict(), indent=2))
+        for key, value in flatten(prov.to_dict()):
+            click.echo(f"{key}: {plain(value)}")
+        click.echo("routes: " + (", ".join(routes) or "none"))
         click.echo(f"source: {prov.source}" + (f" ({prov.path})" if prov.path else ""))
         click.echo("connections: " + (", ".join(f"{c['connection']} ({c['status']})" for c in conns) or "none"))
 
@@ -198,7 +229,15 @@ def inspect(provider: str) -> None:
 @click.option("--base-url", metavar="URL", help="Base URL of a self-hosted instance.")
 @click.option("--reset", is_flag=True, help="Ask for the OAuth client credentials again.")
 @click.option("--no-browser", is_flag=True, help="Print URLs instead of opening a browser.")
-@click.option("--redirect-port", type=int, metavar="PORT", help="Loopback port for the OAuth redirect.")
+@click.option(
+    "--browser", is_flag=True, help="Ask for the API key or client secret in a local browser form (also without a TTY)."
+)
+@click.option(
+    "--redirect-port",
+    type=int,
+    metavar="PORT",
+    help="Loopback port for the OAuth redirect (default 7999; 0 = any free port).",
+)
 @common_options
 def login(
     provider: str,
@@ -210,6 +249,7 @@ def login(
     base_url: str | None,
     reset: bool,
     no_browser: bool,
+    browser: bool,
     redirect_port: int | None,
 ) -> None:
     """Log in once: an API key (env var, stdin, masked prompt or local browser form) or an OAuth flow."""
@@ -225,6 +265,7 @@ def login(
         base_url=base_url,
         reset=reset,
         no_browser=no_browser,
+        browser=browser,
         redirect_port=redirect_port,
         scopes=[s.strip() for s in scopes.split(",") if s.strip()] if scopes else None,
     )
@@ -240,13 +281,20 @@ def login(
 @cli.command()
 @click.argument("provider")
 @connection_option
-@click.option("--format", "fmt", type=click.Choice(["env", "shell", "json"]), default="env", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["env", "shell", "json"]),
+    help="Output format (default: env, or json with --json).",
+)
 @click.option("--prefix", default="", metavar="PREFIX", help="Prefix for every variable name.")
 @common_options
-def export(provider: str, connection: str, fmt: str, prefix: str) -> None:
+def export(provider: str, connection: str, fmt: str | None, prefix: str) -> None:
     """Print the credential as environment variables, for tools that cannot use the proxy."""
-    text = api().export(provider, connection, fmt, prefix)  # type: ignore[arg-type]
-    click.echo(text)
+    if out().json and fmt not in (None, "json"):
+        raise UsageError(f"--json and --format {fmt} ask for two formats", "drop one of them")
+    chosen = fmt or ("json" if out().json else "env")
+    click.echo(api().export(provider, connection, chosen, prefix))  # type: ignore[arg-type]
 
 
 @cli.command()
@@ -294,7 +342,17 @@ def remove(provider: str, connection: str | None) -> None:
     """Delete local state only (never contacts the provider); also uninstalls a user provider file."""
     o = out()
     result = api().remove(provider, connection)
-    o.emit(result, lambda: o.console().print(f"{provider}: removed locally"))
+
+    def human() -> None:
+        count = result["connections_removed"]
+        what = [f"connection {connection}" if connection else f"{count} connection{'s' if count != 1 else ''}"]
+        what += ["the OAuth client"] * bool(result["client_removed"])
+        what += ["the user provider file"] * bool(result["uninstalled"])
+        if not count:
+            what.pop(0)
+        o.console().print(f"{provider}: removed {', '.join(what)} (locally; the provider was not contacted)")
+
+    o.emit(result, human)
 
 
 @cli.command()
@@ -302,12 +360,18 @@ def remove(provider: str, connection: str | None) -> None:
 @click.option("--force", is_flag=True, help="Replace a user provider of the same name.")
 @common_options
 def register(file: Path, force: bool) -> None:
-    """Install a custom provider from a JSON file (overrides a bundled one of the same name)."""
+    """Install a custom provider from a JSON or JSONC file, in this project's or authsome's format (overrides a
+    bundled one of the same name); notes say what of the file is not used as written."""
     o = out()
     prov = api().register(file, force=force)
-    o.emit(
-        {"registered": prov.name, "path": str(prov.path)}, lambda: o.console().print(f"registered provider {prov.name}")
-    )
+
+    def human() -> None:
+        console = o.console()
+        console.print(f"registered provider {prov.name}")
+        for note in prov.notes:
+            console.print(f"note: {note}", markup=False)
+
+    o.emit({"registered": prov.name, "path": str(prov.path), "notes": list(prov.notes)}, human)
 
 
 @cli.command()
@@ -329,9 +393,13 @@ def whoami() -> None:
 def doctor() -> None:
     """Check the home, key source, store, provider files and proxy CA."""
     o = out()
+    from authsome.api import Authsome
     from authsome.doctor import run_checks
 
-    checks = run_checks(api())
+    meta = click.get_current_context().meta
+    profile = meta.get("authsome.profile") or "default"
+    auth = Authsome(profile=profile, read_only=True, store_url=meta.get("authsome.store"))
+    checks = run_checks(auth)  # doctor only reads: no home, key or import made
 
     def human() -> None:
         for c in checks:
@@ -345,12 +413,15 @@ def doctor() -> None:
 
 @cli.command("log")
 @click.option("--run", "run_id", metavar="ID", help="Only records of one `authsome run`.")
+@click.option("--agent", metavar="NAME", help="Only records about one agent of `authsome gateway`.")
 @click.option("--provider", "-p", metavar="NAME", help="Only records about one provider.")
 @click.option("--since", metavar="AGE", help="Only records newer than AGE (e.g. 30s, 15m, 1h, 2d).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they arrive.")
 @click.option("--verify", is_flag=True, help="Check that no record was edited, reordered or deleted.")
 @common_options
-def log_cmd(run_id: str | None, provider: str | None, since: str | None, follow: bool, verify: bool) -> None:
+def log_cmd(
+    run_id: str | None, agent: str | None, provider: str | None, since: str | None, follow: bool, verify: bool
+) -> None:
     """The audit trail: proxied requests, logins, exports, secret reveals and refreshes (never a secret)."""
     import time
 
@@ -362,7 +433,7 @@ def log_cmd(run_id: str | None, provider: str | None, since: str | None, follow:
             f"ok: {result.records} records, chain intact" if result.ok else f"TAMPERED: {result.problem}"))
         sys.exit(0 if result.ok else 1)
     cutoff = time.time() - _parse_age(since) if since else None
-    records = auth.log(run_id=run_id, provider=provider, since=cutoff)
+    records = auth.log(run_id=run_id, provider=provider, since=cutoff, agent=agent)
     if not follow:
 
         def human() -> None:
@@ -376,7 +447,7 @@ def log_cmd(run_id: str | None, provider: str | None, since: str | None, follow:
         click.echo(json.dumps(record, sort_keys=True) if o.json else _format_record(record))
     while True:  # -f: poll for records appended by other processes
         time.sleep(0.5)
-        for record in auth.log(run_id=run_id, provider=provider, since=cutoff):
+        for record in auth.log(run_id=run_id, provider=provider, since=cutoff, agent=agent):
             if record["seq"] > seen:
                 seen = record["seq"]
                 click.echo(json.dumps(record, sort_keys=True) if o.json else _format_record(record), nl=True)
@@ -441,6 +512,11 @@ def _format_record(record: dict[str, Any]) -> str:
     help="Chain through this proxy (default: the HTTPS_PROXY already set, if any).",
 )
 @click.option("--allow-nested", is_flag=True, help="Allow running inside another `authsome run`.")
+@click.option(
+    "--no-isolate",
+    is_flag=True,
+    help="Run COMMAND as a plain child process, able to read the store (default: sandboxed, Linux).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @common_options
 def run(
@@ -451,6 +527,7 @@ def run(
     policy_file: Path | None,
     upstream_proxy: str | None,
     allow_nested: bool,
+    no_isolate: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND behind a local proxy that injects credentials; exits with COMMAND's exit code.
@@ -474,36 +551,69 @@ def run(
         allow=allow,
         policy_file=policy_file,
         upstream_proxy=upstream_proxy,
+        isolate=not no_isolate,
     )
-    sys.exit(code)
+    exit_now(code)  # the child's exit code is known and the audit trail flushed: no interpreter teardown
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: run the CLI and turn every AuthsomeError into one line and its exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args or "-v" in args
-    json_mode = "--json" in args
-    try:
-        cli.main(args=args, prog_name="authsome", standalone_mode=False)
-    except AuthsomeError as exc:
-        if verbose:
-            import traceback
+    """Entry point: run the CLI and turn every error into one message (JSON with ``--json``) and its exit code.
 
-            traceback.print_exc()
-        Output(json=json_mode).error(exc)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("Aborted.\n")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("Interrupted.\n")
-        sys.exit(130)
+    ``--json`` and ``--verbose`` are read from what click parsed, so an argument meant for the child of ``run`` never
+    changes how authsome reports its own errors; only when parsing failed before ``--json`` was reached is the command
+    line searched for it (up to ``--``, and not for ``run``, whose trailing arguments belong to the child).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    flags: dict[str, Any] = {}
+    try:
+        try:
+            with cli.make_context("authsome", args) as ctx:
+                flags = ctx.meta  # shared with every subcommand's context; the flag callbacks fill it
+                cli.invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `authsome`: the help text, exit 2
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:  # --help, --version
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            ctx_name = exc.ctx.info_name if isinstance(exc, click.UsageError) and exc.ctx is not None else None
+            if "authsome.json" not in flags and ctx_name != "run":
+                flags["authsome.json"] = "--json" in (args[: args.index("--")] if "--" in args else args)
+            raise _from_click(exc) from None
+        except (click.exceptions.Abort, KeyboardInterrupt, EOFError):
+            raise AuthsomeError("interrupted", exit_code=130) from None
+    except AuthsomeError as exc:
+        _fail(exc, flags)
     except Exception as exc:  # a bug: say so without echoing a message that might hold a value
-        if verbose:
-            raise
-        sys.stderr.write(f"Error: unexpected {type(exc).__name__}\nHint: run again with --verbose and report it\n")
-        sys.exit(1)
+        _fail(AuthsomeError(f"unexpected {type(exc).__name__}", "run again with --verbose and report it"), flags)
     sys.exit(0)
+
+
+def _from_click(exc: click.ClickException) -> AuthsomeError:
+    """A click parsing error as one line in authsome's error shape, with the command's --help as the hint."""
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    message = text[:1].lower() + text[1:]
+    if isinstance(exc, click.UsageError):
+        path = exc.ctx.command_path if exc.ctx is not None else "authsome"
+        return UsageError(message, f"run `{path} --help`")
+    return AuthsomeError(message, exit_code=exc.exit_code)
+
+
+def _fail(exc: AuthsomeError, flags: dict[str, Any]) -> NoReturn:
+    """Print ``exc`` once, in the output mode chosen (a traceback first with --verbose), and exit with its code."""
+    if flags.get("authsome.verbose"):
+        import traceback
+
+        traceback.print_exc()
+    Output(json=bool(flags.get("authsome.json"))).error(exc)
+    sys.exit(exc.exit_code)
+
+
+from authsome.cli.gateway import agent_group, gateway_group  # noqa: E402  (it uses the helpers above)
+
+cli.add_command(agent_group)
+cli.add_command(gateway_group)
+
+from authsome.cli.store import store_group  # noqa: E402  (it uses the helpers above)
+
+cli.add_command(store_group)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,15 +39,12 @@ class Output:
         elif human is not None and not self.quiet:
             human()
 
-    def say(self, message: str) -> None:
-        """A human status line on stderr (silent with --quiet or --json)."""
-        if not self.quiet and not self.json:
-            self.console(stderr=True).print(message)
-
     def error(self, exc: AuthsomeError) -> None:
-        """One line on stderr (``Error: … (hint)``); with ``--json`` the error object also goes to stdout."""
+        """Print ``exc`` once: with ``--json`` its JSON object on stdout (nothing on stderr), else ``Error: …`` and
+        ``Hint: …`` on stderr."""
         if self.json:
             sys.stdout.write(json.dumps(exc.to_dict(), sort_keys=True) + "\n")
+            return
         line = f"Error: {exc.message}"
         if exc.hint:
             line += f"\nHint: {exc.hint}"
@@ -71,3 +69,26 @@ def _span(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m" if seconds % 3600 >= 60 else f"{seconds // 3600}h"
     return f"{seconds // 86400}d"
+
+
+def iso_time(timestamp: float) -> str:
+    """Unix seconds as ISO 8601 in UTC, to the second: ``2026-05-01T12:00:00Z``."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted.key, value)`` for every leaf of nested mappings, in order: one ``key: value`` line each."""
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def plain(value: Any) -> str:
+    """A value as a person reads it: lists joined with commas, booleans as yes/no, nothing for None."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(plain(v) for v in value)
+    return "" if value is None else str(value)

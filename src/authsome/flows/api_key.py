@@ -1,4 +1,4 @@
-"""API-key login: the provider's env var, else stdin when it is a pipe, else a masked prompt, else a local browser form.
+"""API-key login: the provider's variables, else stdin when it is a pipe, else a masked prompt, else a browser form.
 
 A key never comes from a command-line argument, never appears in a URL, a log line or an error message. The browser
 form (:mod:`authsome.flows.secret_form`) is a one-shot page on 127.0.0.1 behind a random path token; the first valid
@@ -13,11 +13,12 @@ from typing import IO, TYPE_CHECKING
 
 from authsome.errors import UsageError
 from authsome.flows.secret_form import FORM_TIMEOUT, ask_in_browser
+from authsome.flows.ui import FlowUI, at_terminal
 from authsome.models import Credential
+from authsome.providers.schema import PLACEHOLDER
 from authsome.secret import Secret
 
 if TYPE_CHECKING:
-    from authsome.flows.ui import FlowUI
     from authsome.providers.schema import Provider
 
 MAX_KEY_LENGTH = 8192
@@ -31,32 +32,36 @@ def obtain_api_key(
     env: Mapping[str, str],
     stdin: IO[str] | None,
     ui: FlowUI,
-    allow_browser: bool = True,
+    allow_browser: bool | None = None,
     timeout: float = FORM_TIMEOUT,
 ) -> Credential:
     """Get an API key for ``provider`` from the first source that has one, checked against its ``key_pattern``.
 
+    The browser form is used when ``allow_browser`` is True (asked for), or when it is None and a person is at a
+    terminal (:func:`~authsome.flows.ui.at_terminal`) who cannot be prompted; a script or an agent without a terminal
+    gets a :class:`UsageError` at once instead of a form nobody will fill in.
+
     Raises :class:`UsageError` for a key that is empty, has control characters or does not fit the pattern (the
     message names the source, never the key), and :class:`AuthenticationFailed` when no source gave a key in time.
     """
-    env_var = provider.api_key.env_var if provider.api_key is not None else None
-    if env_var and env.get(env_var, "").strip():
-        return _credential(check_api_key(provider, env[env_var], source=f"${env_var}"), "env")
+    for env_var in provider.key_variables:  # api_key.env_var, then the provider's export variables
+        if env.get(env_var, "").strip() not in ("", PLACEHOLDER):  # (a child of `authsome run` has placeholders)
+            return _credential(check_api_key(provider, env[env_var], source=f"${env_var}"), "env")
 
     piped = _read_pipe(stdin)
     if piped is not None:
         return _credential(check_api_key(provider, piped, source="stdin"), "stdin")
 
-    if ui.is_interactive:
+    if ui.is_interactive and not allow_browser:
         return _credential(_prompt(provider, ui), "prompt")
 
-    if allow_browser:
+    if allow_browser or (allow_browser is None and at_terminal(stdin)):
         return _credential(browser_form(provider, ui, timeout=timeout), "browser")
 
-    sources = [f"set {env_var}" if env_var else None, "pipe the key on stdin", "run in a terminal"]
+    ways = [f"set {provider.key_variables[0]}" if provider.key_variables else "", "pipe the key on stdin"]
     raise UsageError(
         f"no API key for {provider.display_name}: no environment variable, no stdin and no terminal",
-        " or ".join(s for s in sources if s),
+        ", ".join(w for w in ways if w) + " or run in a terminal (--browser asks for it in a local browser form)",
     )
 
 
@@ -74,9 +79,10 @@ def check_api_key(provider: Provider, value: str, *, source: str) -> Secret:
         )
     pattern = provider.api_key.key_pattern if provider.api_key is not None else None
     if pattern and re.fullmatch(pattern, key) is None:
+        hint = provider.api_key.key_pattern_hint if provider.api_key is not None else None
         raise UsageError(
-            f"the {name} API key from {source} does not look like a {name} key (expected pattern {pattern})",
-            "check that you copied the whole key for the right provider",
+            f"the key from {source} does not look like an API key for {name} (expected pattern {pattern})",
+            hint or "check that you copied the whole key for the right provider",
         )
     return Secret(key)
 

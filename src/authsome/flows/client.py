@@ -2,18 +2,21 @@
 
 ``client_id``: ``--client-id`` → the provider's ``client.client_id_env`` → the stored client → a prompt.
 ``client_secret``: the stored one (same client id) → ``client.client_secret_env`` → a masked prompt (empty answer =
-public client) → the local browser form when there is no terminal and the provider says a secret is needed. Never a
-command-line argument. Bundled providers ship no client secrets.
+public client) → the local browser form when the provider says a secret is needed and it was asked for (``--browser``)
+or a person is at a terminal that cannot be prompted; otherwise a public client. Never a command-line argument.
+Bundled providers ship no client secrets.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from authsome.errors import UsageError
 from authsome.flows.secret_form import ask_in_browser
+from authsome.flows.ui import at_terminal
 from authsome.models import ClientConfig
 from authsome.secret import Secret
 
@@ -52,7 +55,7 @@ def resolve_client(
     client_id: str | None,
     env: Mapping[str, str],
     ui: FlowUI,
-    allow_browser: bool = True,
+    allow_browser: bool | None = None,
     required: bool = True,
 ) -> ClientConfig | None:
     """The client to log in with; None only when ``required`` is False and nothing is known (dynamic registration)."""
@@ -79,15 +82,15 @@ def resolve_client(
     return ClientConfig(client_id=chosen, client_secret=_secret(provider, env, ui, allow_browser))
 
 
-def _secret(provider: Provider, env: Mapping[str, str], ui: FlowUI, allow_browser: bool) -> Secret | None:
+def _secret(provider: Provider, env: Mapping[str, str], ui: FlowUI, allow_browser: bool | None) -> Secret | None:
     name = provider.client.client_secret_env
     if name and env.get(name, "").strip():
         return check_client_secret(env[name], f"${name}")
     what = f"{provider.display_name} OAuth client secret"
-    if ui.is_interactive:
+    if ui.is_interactive and not allow_browser:
         answer = ui.prompt_secret(f"{what} (press Enter for a public client)")
         return check_client_secret(answer, "the prompt") if answer.strip() else None
-    if name and allow_browser:  # the provider says a secret is needed and there is no terminal to ask on
+    if name and (allow_browser or (allow_browser is None and at_terminal(sys.stdin))):  # the provider wants a secret
         return ask_in_browser(
             ui,
             what=what,

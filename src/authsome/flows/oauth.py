@@ -52,13 +52,16 @@ def login(
     flow: str | None = None,
     client_id: str | None = None,
     no_browser: bool = False,
+    secret_form: bool | None = None,
     redirect_port: int | None = None,
     timeout: float = LOGIN_TIMEOUT,
 ) -> tuple[Credential, ClientConfig]:
     """Log in to an OAuth provider.
 
     ``client`` is the stored client (None on first login or with ``--reset``); ``scopes`` None means the provider's
-    default scopes; ``flow`` overrides the provider's flow; ``redirect_port`` None means 8765 (0 = any free port).
+    default scopes; ``flow`` overrides the provider's flow; ``redirect_port`` None means 7999 (0 = any free port).
+    ``secret_form`` asks for a client secret in a local browser form: True when asked for, None only when a person is
+    at a terminal (see :func:`authsome.flows.client.resolve_client`); ``no_browser`` turns it off.
     """
     if provider.oauth is None:
         raise UsageError(f"{provider.display_name} does not use OAuth", "log in with an API key instead")
@@ -69,22 +72,24 @@ def login(
         raise UsageError(f"redirect port {redirect_port} is out of range", "use 0 (any free port) or 1-65535")
     wanted = _scopes(scopes, provider.oauth.scopes)
     environ: Mapping[str, str] = env if env is not None else {}
+    form = False if no_browser else secret_form
     with plain_client() as http:
         endpoints = resolve_endpoints(provider, chosen, client=client, http=http)
         common: dict[str, Any] = {"display_name": provider.display_name, "scopes": wanted, "ui": ui}
         if chosen == "device_code":
             used = resolve_client(provider, stored=client, client_id=client_id, env=environ, ui=ui,
-                                  allow_browser=not no_browser)
+                                  allow_browser=form)
             assert used is not None
             token = device.authorize(endpoints, client=used, no_browser=no_browser, **common)
         else:
 
             def get_client(redirect_uri: str) -> ClientConfig:
-                return _client_for(provider, chosen, endpoints, client, client_id, environ, ui, no_browser,
+                return _client_for(provider, chosen, endpoints, client, client_id, environ, ui, form,
                                    redirect_uri, wanted, http)
 
             token, used = pkce.authorize(endpoints, get_client=get_client, no_browser=no_browser,
-                                         redirect_port=redirect_port, timeout=timeout, **common)
+                                         redirect_port=redirect_port, timeout=timeout,
+                                         extra_params=dict(provider.oauth.authorization_params), **common)
         cred = credential_from_response(token, requested_scopes=wanted, now=time.time(), metadata={"flow": chosen})
         missing = missing_scopes(wanted, cred.scopes)
         if missing:
@@ -111,20 +116,18 @@ def _client_for(
     client_id: str | None,
     env: Mapping[str, str],
     ui: FlowUI,
-    no_browser: bool,
+    form: bool | None,
     redirect_uri: str,
     scopes: Sequence[str],
     http: httpx.Client,
 ) -> ClientConfig:
     if flow != "dcr_pkce":
-        used = resolve_client(
-            provider, stored=stored, client_id=client_id, env=env, ui=ui, allow_browser=not no_browser
-        )
+        used = resolve_client(provider, stored=stored, client_id=client_id, env=env, ui=ui, allow_browser=form)
         assert used is not None
         return used
     reuse = stored if dcr.reusable(stored, redirect_uri) else None
     known = resolve_client(provider, stored=reuse, client_id=client_id, env=env, ui=ui,
-                           allow_browser=not no_browser, required=False)
+                           allow_browser=form, required=False)
     if known is not None:
         return known
     ui.info(f"Registering authsome as an OAuth client with {provider.display_name} (dynamic client registration)")

@@ -1,7 +1,8 @@
 """Authorization code + PKCE (RFC 7636, S256) with a one-shot loopback redirect (RFC 8252).
 
-The redirect listener binds ``127.0.0.1:8765`` by default (a fixed port, so it can be registered with providers that
-want an exact redirect URI; ``redirect_port`` overrides it, 0 picks a free one) and serves ``/callback``. A redirect
+The redirect listener binds ``127.0.0.1:7999`` by default (a fixed port, so it can be registered with providers that
+want an exact redirect URI: ``http://127.0.0.1:7999/callback``, the value authsome documents, so OAuth apps made for
+it keep working; ``redirect_port`` overrides it, 0 picks a free one) and serves ``/callback``. A redirect
 whose ``state`` is wrong is refused with a 400 and ignored; the login keeps waiting for the real one. When the browser
 cannot reach the listener (SSH, another machine) an interactive user can paste the URL the browser ended on, or just
 the code: it goes through the same checks (a bare code is bound to this login by the PKCE verifier). The listener is
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from authsome.flows.discovery import Endpoints
     from authsome.flows.ui import FlowUI
 
-DEFAULT_REDIRECT_PORT = 8765
+DEFAULT_REDIRECT_PORT = 7999
 CALLBACK_PATH = "/callback"
 LOGIN_TIMEOUT = 300.0
 _CODE = re.compile(r"[\x21-\x7e]{1,4096}")
@@ -44,11 +45,12 @@ def authorize(
     no_browser: bool = False,
     redirect_port: int | None = None,
     timeout: float = LOGIN_TIMEOUT,
+    extra_params: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], ClientConfig]:
     """Run the browser sign-in and exchange the code; return the raw token response and the client used.
 
     ``get_client(redirect_uri)`` supplies the client once the listener's redirect URI is known (dynamic registration
-    needs it).
+    needs it). ``extra_params`` are added to the authorization request (a provider's ``oauth.authorization_params``).
     """
     auth_url = endpoints.require("authorization")
     token_url = endpoints.require("token")
@@ -61,7 +63,7 @@ def authorize(
         client = get_client(redirect_uri)
         with oauth_client(client, redirect_uri=redirect_uri, code_challenge_method="S256") as oc:
             url, _ = oc.create_authorization_url(
-                auth_url, state=state, code_verifier=verifier, scope=" ".join(scopes) or None
+                auth_url, state=state, code_verifier=verifier, scope=" ".join(scopes) or None, **(extra_params or {})
             )
         opened = False if no_browser else ui.open_browser(url)
         if opened:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from authsome.errors import AuthsomeError, RefreshFailed
 from authsome.flows.http import oauth_error, safe_text
+from authsome.models import DEFAULT_CONNECTION
 
 if TYPE_CHECKING:
     import httpx
@@ -35,9 +36,17 @@ MIN_WINDOW = 5.0
 class TokenRefreshFailed(RefreshFailed):
     """A refresh that did not succeed; ``invalid_grant`` is True when the provider rejected the refresh token."""
 
-    def __init__(self, message: str, hint: str | None = None, *, invalid_grant: bool = False) -> None:
-        super().__init__(message, hint)
+    def __init__(
+        self, message: str, hint: str | None = None, *, invalid_grant: bool = False, fix_command: str | None = None
+    ) -> None:
+        super().__init__(message, hint, fix_command=fix_command)
         self.invalid_grant = invalid_grant
+
+
+def relogin_command(provider: str, connection: str = DEFAULT_CONNECTION) -> str:
+    """``authsome login PROVIDER [--connection NAME] --force``: what replaces a token that cannot be refreshed."""
+    flag = "" if connection == DEFAULT_CONNECTION else f" --connection {connection}"
+    return f"authsome login {provider}{flag} --force"
 
 
 def refresh_window(credential: Credential) -> float:
@@ -57,9 +66,17 @@ def needs_refresh(credential: Credential, now: float | None = None) -> bool:
 
 
 def refresh(
-    provider: Provider, client: ClientConfig, credential: Credential, *, now: float | None = None
+    provider: Provider,
+    client: ClientConfig,
+    credential: Credential,
+    *,
+    now: float | None = None,
+    connection: str = DEFAULT_CONNECTION,
 ) -> Credential:
-    """Use the refresh token; return the new credential (account label and unchanged fields carried over)."""
+    """Use the refresh token; return the new credential (account label and unchanged fields carried over).
+
+    ``connection`` names the connection being refreshed, for the command a failure tells the user to run.
+    """
     import httpx
 
     from authsome.flows.discovery import resolve_endpoints
@@ -67,13 +84,18 @@ def refresh(
     from authsome.flows.tokens import credential_from_response
 
     name = provider.display_name
-    relogin = f"run `authsome login {provider.name} --force`"
+    command = relogin_command(provider.name, connection)
+    relogin = f"run `{command}`"
     if credential.refresh_token is None:
-        raise TokenRefreshFailed(f"the {name} token expired and there is no refresh token", relogin)
+        raise TokenRefreshFailed(
+            f"the {name} token expired and there is no refresh token", relogin, fix_command=command
+        )
     try:
         token_url = resolve_endpoints(provider, "refresh", client=client).require("token")
     except AuthsomeError as exc:
-        raise TokenRefreshFailed(f"cannot refresh the {name} token: {exc.message}", exc.hint) from None
+        raise TokenRefreshFailed(
+            f"cannot refresh the {name} token: {exc.message}", exc.hint, fix_command=exc.fix_command
+        ) from None
     secrets_in_play = (credential.refresh_token, credential.access_token, client.client_secret)
     with oauth_client(client) as oc:
         try:
@@ -96,9 +118,11 @@ def refresh(
             detail = f"{error}" + (f": {description}" if description else "")
             if error == "invalid_grant":
                 raise TokenRefreshFailed(
-                    f"{name} rejected the refresh token ({detail})", relogin, invalid_grant=True
+                    f"{name} rejected the refresh token ({detail})", relogin, invalid_grant=True, fix_command=command
                 ) from None
-            raise TokenRefreshFailed(f"{name} refused to refresh the token ({detail})", relogin) from None
+            raise TokenRefreshFailed(
+                f"{name} refused to refresh the token ({detail})", relogin, fix_command=command
+            ) from None
     fresh = credential_from_response(
         dict(data),
         requested_scopes=credential.scopes,
@@ -109,7 +133,9 @@ def refresh(
     return fresh
 
 
-def revoke(provider: Provider, client: ClientConfig, credential: Credential) -> bool:
+def revoke(
+    provider: Provider, client: ClientConfig, credential: Credential, *, connection: str = DEFAULT_CONNECTION
+) -> bool:
     """Revoke the refresh token, then the access token, at the provider (RFC 7009).
 
     Returns False when the provider has no revocation endpoint (nothing was sent), True when every token was
@@ -132,7 +158,8 @@ def revoke(provider: Provider, client: ClientConfig, credential: Credential) -> 
         return False
     require_secure_url(url, "revocation endpoint")
     name = provider.display_name
-    hint = f"`authsome remove {provider.name}` deletes the tokens locally without contacting {name}"
+    flag = "" if connection == DEFAULT_CONNECTION else f" --connection {connection}"
+    hint = f"`authsome remove {provider.name}{flag}` deletes the tokens locally without contacting {name}"
     tokens = [(credential.refresh_token, "refresh_token"), (credential.access_token, "access_token")]
     with oauth_client(client) as oc:
         for token, hint_type in tokens:
@@ -151,7 +178,8 @@ def revoke(provider: Provider, client: ClientConfig, credential: Credential) -> 
                 continue
             raise AuthsomeError(
                 f"{name} refused to revoke the {hint_type.replace('_', ' ')} (HTTP {response.status_code}"
-                + (f", {error}" if error else "") + ")",
+                + (f", {error}" if error else "")
+                + ")",
                 hint,
             )
     return True

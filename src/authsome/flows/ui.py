@@ -51,6 +51,19 @@ class FlowUI(Protocol):
         ...
 
 
+def at_terminal(stream: IO[str] | None) -> bool:
+    """True when ``stream`` (stdin) is a terminal: a person is there who can fill in a browser form the flow opens.
+
+    Without one (``</dev/null``, a pipe, an agent's subprocess) a flow must not wait for a form nobody will see.
+    """
+    if stream is None:
+        return False
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed or detached
+        return False
+
+
 class PlainUI:
     """A :class:`FlowUI` without a terminal: messages go to a stream, answers come from a list you give it.
 

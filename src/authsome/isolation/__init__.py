@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
@@ -36,14 +37,72 @@ def supported_platform() -> bool:
     return sys.platform.startswith("linux")
 
 
-def isolated_command(command: Sequence[str], hide: Iterable[Path], *, required: bool = False) -> list[str]:
-    """``command`` wrapped in the launcher: it starts with every path in ``hide`` covered."""
+def isolated_command(
+    command: Sequence[str], hide: Iterable[Path], *, read_only: Iterable[Path] = (), required: bool = False
+) -> list[str]:
+    """``command`` wrapped in the launcher: it starts with every path in ``hide`` covered and ``read_only`` so."""
     argv = [sys.executable, "-I", "-S", str(LAUNCHER), "--parent", str(os.getpid())]
     for path in dict.fromkeys(_resolved(p) for p in hide):
         argv += ["--hide", path]
+    for path in dict.fromkeys(_resolved(p) for p in read_only):
+        argv += ["--read-only", path]
     if required:
         argv.append("--require")
     return [*argv, "--", *command]
+
+
+class SandboxedChild:
+    """A sandbox started ahead of its command: it is built while the proxy starts, then :meth:`start` runs the command.
+
+    The launcher gets only ``PATH`` in its own environment; the command's environment travels on the order pipe.
+    """
+
+    def __init__(
+        self,
+        hide: Iterable[Path],
+        read_only: Iterable[Path] = (),
+        *,
+        stdin: Any = None,
+        stdout: Any = None,
+        stderr: Any = None,
+    ) -> None:
+        read_end, self._order = os.pipe()
+        argv = [
+            *isolated_command([], hide, read_only=read_only)[:-1],
+            "--command-fd",
+            str(read_end),
+            "--",
+        ]  # [:-1]: without its "--"
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                pass_fds=(read_end,),
+                env={"PATH": os.environ.get("PATH", os.defpath)},
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        finally:
+            os.close(read_end)
+
+    def start(self, command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        """Send the command and its environment; the process is the one to wait for and to signal."""
+        fields = [str(len(command)), *command, *(f"{k}={v}" for k, v in env.items())]
+        data = b"\0".join(f.encode("utf-8", "surrogateescape") for f in fields)
+        try:
+            with os.fdopen(self._order, "wb") as pipe:
+                pipe.write(data)
+        except BrokenPipeError:
+            pass  # the sandbox is gone already: its exit status says why
+        self._order = -1
+        return self.process
+
+    def cancel(self) -> None:
+        """No command after all (the proxy failed, a signal came first): the sandbox exits without running one."""
+        if self._order >= 0:
+            os.close(self._order)
+            self._order = -1
+        self.process.wait()
 
 
 def _resolved(path: Path) -> str:

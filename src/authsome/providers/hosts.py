@@ -217,6 +217,32 @@ def check_host_pattern(pattern: str) -> None:
     _PatternChecker(pattern).check()
 
 
+def narrow_host_pattern(pattern: str) -> str | None:
+    """A safe pattern for a broad ``.*<rest>`` / ``.+<rest>`` one (authsome's files use them), or None.
+
+    The result matches a subset of what ``pattern`` matches: the leading wildcard becomes whole labels,
+    ``([a-z0-9-]+\\.)*`` (``+`` when the wildcard must match something or ``rest`` starts with ``\\.``). So
+    ``.*githubusercontent\\.com$`` becomes ``([a-z0-9-]+\\.)*githubusercontent\\.com`` and can no longer match
+    ``evilgithubusercontent.com``. None when ``pattern`` has another shape or the result is still not safe
+    (``.*googleapis.*`` names no domain at all).
+    """
+    core = pattern[1:] if pattern.startswith("^") else pattern
+    if core.endswith("$") and not core.endswith("\\$"):
+        core = core[:-1]
+    lead, rest = core[:2], core[2:]
+    if lead not in (".*", ".+") or not rest:
+        return None
+    if rest.startswith("\\."):
+        candidate = "([a-z0-9-]+\\.)+" + rest[2:]
+    else:
+        candidate = "([a-z0-9-]+\\.)" + ("+" if lead == ".+" else "*") + rest
+    try:
+        check_host_pattern(candidate)
+    except ValueError:
+        return None
+    return candidate
+
+
 class _Item:
     """One parsed element of a host pattern (a plain class: dataclass creation costs start-up time)."""
 

@@ -1,13 +1,15 @@
 """The provider definition: typed, frozen value objects and a hand-written validator for the JSON form.
 
-Validation is hand-written (no pydantic/jsonschema) so that loading every bundled provider takes milliseconds.
-Every rejection is a :class:`~authsome.errors.UsageError` with one line that names the provider or file and the
-field, e.g. ``provider file acme.json: oauth.token_url: must be an https:// URL``. The JSON form is documented
-in ``docs/providers.md``.
+Validation is hand-written (no pydantic/jsonschema) so that loading every bundled provider takes milliseconds and
+importing it costs the CLI nothing. Every rejection is a :class:`~authsome.errors.UsageError` with one line that
+names the provider or file and the field, e.g. ``provider file acme.json: oauth.token_url: must be an https:// URL``.
+The JSON form is documented in ``docs/providers.md``. authsome's own files (0.2.x and 0.7.x) are read too, with
+authsome's meaning: see :mod:`authsome.providers.authsome_format` and :mod:`authsome.providers.export`.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from collections.abc import Mapping
@@ -17,24 +19,43 @@ from typing import Any, Literal, cast
 
 from authsome.errors import UsageError
 from authsome.paths import check_name
-from authsome.providers.hosts import HostRule, canonical_host, parse_host_rule
+from authsome.providers import authsome_format
+from authsome.providers.export import URL_KINDS, parse_export
+from authsome.providers.hosts import HostRule, canonical_host, narrow_host_pattern, parse_host_rule
+from authsome.providers.key_pattern import check_key_pattern
+from authsome.providers.validate import (
+    CONTROL_RE,
+    ENV_RE,
+    HINT,
+    URL_RE,
+    Where,
+    check_url,
+    choice,
+    get_str,
+    json_object,
+    split_authority,
+    text,
+    type_name,
+)
 
 SCHEMA_VERSION = 1
 PLACEHOLDER = "authsome-proxy-managed"
 AuthType = Literal["oauth2", "api_key"]
 Flow = Literal["pkce", "device_code", "dcr_pkce", "api_key"]
 Source = Literal["bundled", "user"]
-ExportKind = Literal["api_key", "access_token"]
+ExportKind = Literal["api_key", "access_token", "base_url", "api_url"]
+DeviceTokenRequest = Literal["oauth2_form", "json"]
+BasicAuth = Literal["username", "password"]
 
 _FLOWS: dict[str, tuple[str, ...]] = {"api_key": ("api_key",), "oauth2": ("pkce", "device_code", "dcr_pkce")}
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 token
 _SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,256}")  # RFC 6749 scope-token
-_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_URL_RE = re.compile(r"(https?)://([^/?#@\s\\]+)((?:[/?][^\s#]*)?)")
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _FORBIDDEN_HEADERS = frozenset(
     {"host", "connection", "content-length", "transfer-encoding", "te", "upgrade", "keep-alive", "trailer", "cookie"}
+)
+_RESERVED_PARAMS = frozenset(
+    {"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"}
 )
 _BASE = "{base_url}"
 _DISCOVERY_AS = "/.well-known/oauth-authorization-server"
@@ -48,14 +69,19 @@ _OAUTH_URLS = (
     "userinfo_url",
     "issuer",
 )
-_TOP_KEYS = frozenset(
-    {"schema_version", "name", "display_name", "auth_type", "flow", "oauth", "api_key", "client", "host_url"}
-    | {"export", "docs"}
+_TOP_KEYS = (
+    frozenset({"schema_version", "name", "display_name", "auth_type", "flow", "oauth", "api_key", "client"})
+    | {"host_url", "export", "docs"}
+    | authsome_format.TOP_FIELDS
 )
-_OAUTH_KEYS = frozenset(_OAUTH_URLS) | {"scopes", "base_url"}
-_API_KEY_KEYS = frozenset({"header_name", "header_prefix", "env_var", "key_pattern"})
+_OAUTH_KEYS = (
+    frozenset(_OAUTH_URLS)
+    | {"scopes", "base_url", "authorization_params", "device_token_request"}
+    | authsome_format.OAUTH_FIELDS
+)
+_API_KEY_KEYS = frozenset({"header_name", "header_prefix", "env_var", "key_pattern", "key_pattern_hint", "basic_auth"})
 _CLIENT_KEYS = frozenset({"client_id_env", "client_secret_env"})
-_HINT = "fix the provider definition; docs/providers.md describes every field"
+_BROWSER_HINT = "authsome's browser providers read a browser's cookie database; authsome here never does"
 
 
 @dataclass(frozen=True)
@@ -71,16 +97,24 @@ class OAuthConfig:
     issuer: str | None = None
     scopes: tuple[str, ...] = ()
     base_url: str | None = None
+    authorization_params: tuple[tuple[str, str], ...] = ()
+    device_token_request: DeviceTokenRequest = "oauth2_form"
 
 
 @dataclass(frozen=True)
 class ApiKeyConfig:
-    """How a key (or token) is sent: ``<header_name>: <header_prefix><secret>``; where it comes from at login."""
+    """How a key (or token) is sent: ``<header_name>: <header_prefix> <secret>``; where it comes from at login.
+
+    ``basic_auth`` sends HTTP Basic instead, the key being the user name (``"username"``: ``base64(key:)``) or the
+    password (``"password"``: ``base64(:key)``).
+    """
 
     header_name: str = "Authorization"
-    header_prefix: str = "Bearer "
+    header_prefix: str = "Bearer"
     env_var: str | None = None
     key_pattern: str | None = None
+    key_pattern_hint: str | None = None
+    basic_auth: BasicAuth | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +127,11 @@ class ClientSpec:
 
 @dataclass(frozen=True)
 class Provider:
-    """One validated provider definition."""
+    """One validated provider definition.
+
+    ``notes`` says what of the file is not used as written (a refresh-token export, a host rule narrowed or left
+    out); ``authsome register`` shows them once.
+    """
 
     schema_version: int
     name: str
@@ -109,17 +147,26 @@ class Provider:
     source: Source = "user"
     path: Path | None = None
     raw: Mapping[str, Any] | None = field(default=None, repr=False, compare=False, hash=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def header(self, secret_value: str) -> tuple[str, str]:
-        """The request header that carries ``secret_value`` (an API key or an OAuth access token)."""
-        if not secret_value or _CONTROL_RE.search(secret_value) or not secret_value.isprintable():
+        """The request header that carries ``secret_value`` (an API key or an OAuth access token).
+
+        ``header_prefix`` and the secret are joined with one space, unless the prefix is empty (a trailing space in
+        the prefix is tolerated: ``"Bearer "`` and ``"Bearer"`` both give ``Bearer <secret>``).
+        """
+        if not secret_value or CONTROL_RE.search(secret_value) or not secret_value.isprintable():
             raise UsageError(
                 f"the stored {self.name} credential is empty or contains control characters",
                 f"run `authsome login {self.name} --force`",
             )
-        if self.api_key is not None:
-            return self.api_key.header_name, self.api_key.header_prefix + secret_value
-        return "Authorization", "Bearer " + secret_value
+        if self.api_key is None:
+            return "Authorization", "Bearer " + secret_value
+        if self.api_key.basic_auth is not None:
+            pair = f"{secret_value}:" if self.api_key.basic_auth == "username" else f":{secret_value}"
+            return self.api_key.header_name, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        prefix = self.api_key.header_prefix.rstrip(" ")
+        return self.api_key.header_name, f"{prefix} {secret_value}" if prefix else secret_value
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``{base_url}`` templates kept); ``parse_provider(p.to_dict()) == p``."""
@@ -132,9 +179,15 @@ class Provider:
         data = self.to_dict()
         oauth = data.get("oauth")
         if not isinstance(oauth, dict):
-            raise UsageError(f"provider {self.name} has no OAuth settings, so --base-url does not apply", _HINT)
+            raise UsageError(f"provider {self.name} has no OAuth settings, so --base-url does not apply", HINT)
         oauth["base_url"] = url
         return parse_provider(data, source=self.source, path=self.path)
+
+    @property
+    def key_variables(self) -> tuple[str, ...]:
+        """Where ``authsome login`` looks for an API key: ``api_key.env_var``, then each API-key export variable."""
+        first = (self.api_key.env_var,) if self.api_key is not None and self.api_key.env_var else ()
+        return tuple(dict.fromkeys([*first, *(v for v, k in self.export_env.items() if k == "api_key")]))
 
     @property
     def oauth_hosts(self) -> frozenset[str]:
@@ -164,28 +217,34 @@ class Provider:
         return any(bare == p and host == h and port == n for h, n, p in self.oauth_endpoints)
 
     def placeholder_env(self) -> dict[str, str]:
-        """Each export variable mapped to the placeholder the proxy's child sees instead of the secret."""
-        return dict.fromkeys(self.export_env, PLACEHOLDER)
+        """Each secret export variable mapped to the placeholder the proxy's child sees instead of the secret.
 
+        ``base_url``/``api_url`` variables are not secrets and a placeholder would break the client: left out.
+        """
+        return {var: PLACEHOLDER for var, kind in self.export_env.items() if kind not in URL_KINDS}
 
-def _split_authority(authority: str) -> tuple[str, str | None]:
-    """``host`` and ``port`` (or None) of a URL authority; IPv6 literals keep their brackets."""
-    if authority.startswith("["):
-        end = authority.find("]")
-        rest = authority[end + 1 :]
-        return authority[: end + 1], (rest[1:] if rest.startswith(":") else rest or None)
-    if ":" in authority:
-        host, port = authority.rsplit(":", 1)
-        return host, port
-    return authority, None
+    def export_urls(self) -> dict[str, str]:
+        """Values of ``base_url``/``api_url`` export variables (authsome 0.7.x ``BASE_URL``/``API_URL`` sources).
+
+        ``base_url`` is ``oauth.base_url`` (as the connection logged in with it); ``api_url`` is the first exact host
+        rule as an https URL, else ``base_url``.
+        """
+        base = self.oauth.base_url if self.oauth is not None else None
+        exact = next((r for r in self.host_rules if r.kind == "exact" and r.host), None)
+        api = None
+        if exact is not None and exact.host is not None:
+            host = f"[{exact.host}]" if ":" in exact.host else exact.host
+            api = f"https://{host}{'' if exact.port == 443 else f':{exact.port}'}{exact.path_prefix}"
+        values = {"base_url": base, "api_url": api or base}
+        return {k: v for k, v in values.items() if v}
 
 
 def _url_parts(url: str) -> tuple[str, int, str]:
-    m = _URL_RE.fullmatch(url)
+    m = URL_RE.fullmatch(url)
     if m is None:  # pragma: no cover - URLs are validated at parse time
         raise ValueError(f"invalid URL {url!r}")
     scheme, authority, path = m.groups()
-    host, port = _split_authority(authority)
+    host, port = split_authority(authority)
     number = int(port) if port else (443 if scheme == "https" else 80)
     return canonical_host(host), number, path.split("?", 1)[0].rstrip("/")
 
@@ -202,6 +261,10 @@ def _build_dict(p: Provider) -> dict[str, Any]:
     if p.oauth is not None:
         o = {k: getattr(p.oauth, k) for k in (*_OAUTH_URLS, "base_url") if getattr(p.oauth, k) is not None}
         out["oauth"] = {**o, "scopes": list(p.oauth.scopes)}
+        if p.oauth.authorization_params:
+            out["oauth"]["authorization_params"] = dict(p.oauth.authorization_params)
+        if p.oauth.device_token_request != "oauth2_form":
+            out["oauth"]["device_token_request"] = p.oauth.device_token_request
     if p.api_key is not None:
         out["api_key"] = {k: v for k, v in vars(p.api_key).items() if v is not None}
     client = {k: v for k, v in vars(p.client).items() if v is not None}
@@ -218,23 +281,6 @@ def _build_dict(p: Provider) -> dict[str, Any]:
 # -- parsing ------------------------------------------------------------------------------------------------------
 
 
-class _Ctx:
-    """Where a definition came from, for one-line error messages."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.name: str | None = None
-
-    def error(self, field_name: str, reason: str, hint: str = _HINT) -> UsageError:
-        if self.path is not None:
-            where = f"provider file {self.path}"
-        elif self.name is not None:
-            where = f"provider {self.name!r}"
-        else:
-            where = "provider definition"
-        return UsageError(f"{where}: {field_name}: {reason}" if field_name else f"{where}: {reason}", hint)
-
-
 def parse_provider(data: object, *, source: str = "user", path: Path | None = None) -> Provider:
     """Validate the JSON form of a provider and build a :class:`Provider`; :class:`UsageError` when it is wrong."""
     return parse_owned(copy.deepcopy(data), source=source, path=path)
@@ -242,33 +288,40 @@ def parse_provider(data: object, *, source: str = "user", path: Path | None = No
 
 def parse_owned(data: object, *, source: str = "user", path: Path | None = None) -> Provider:
     """:func:`parse_provider` for ``data`` that nobody else holds (freshly decoded JSON): it is kept, not copied."""
-    ctx = _Ctx(path)
+    where = Where(path)
     if source not in ("bundled", "user"):
-        raise ctx.error("source", f"must be 'bundled' or 'user', not {source!r}")
-    obj = _object(ctx, data, "", _TOP_KEYS)
-    name = _required_str(ctx, obj, "name")
+        raise where.error("source", f"must be 'bundled' or 'user', not {source!r}")
+    if isinstance(data, dict) and data.get("auth_type") == "browser":
+        where.name = data.get("name") if isinstance(data.get("name"), str) else None
+        raise where.error("auth_type", "'browser' (a browser-cookie provider) is not supported", _BROWSER_HINT)
+    obj = json_object(where, data, "", _TOP_KEYS)
+    name = get_str(where, obj, "name", required=True)
+    assert name is not None
     try:
         check_name("provider", name)
     except UsageError as exc:
-        raise ctx.error("name", f"invalid name {name!r}", exc.hint or _HINT) from None
-    ctx.name = name
-    version = obj.get("schema_version")
+        raise where.error("name", f"invalid name {name!r}", exc.hint or HINT) from None
+    where.name = name
+    version = obj.get("schema_version", SCHEMA_VERSION)
     if type(version) is not int or version != SCHEMA_VERSION:
-        raise ctx.error("schema_version", f"must be {SCHEMA_VERSION}, not {version!r}")
-    display_name = _str(ctx, obj, "display_name") or name
-    if _CONTROL_RE.search(display_name) or len(display_name) > 100:
-        raise ctx.error("display_name", "must be at most 100 characters without control characters")
-    auth_type = _choice(ctx, obj, "auth_type", ("oauth2", "api_key"), default=None)
-    flow = _choice(ctx, obj, "flow", _FLOWS[auth_type], default=_FLOWS[auth_type][0], what=f"{auth_type} provider")
+        raise where.error("schema_version", f"must be {SCHEMA_VERSION}, not {version!r}")
+    display_name = text(where, obj, "display_name", 100) or name
+    auth_type = choice(where, obj, "auth_type", ("oauth2", "api_key"), default=None)
+    flows = _FLOWS[auth_type]
+    flow = choice(where, obj, "flow", flows, default=flows[0], what=f"{auth_type} provider")
+    authsome = authsome_format.is_authsome_file(obj)
+    authsome_format.check_descriptive(where, obj)
 
-    base_url, oauth = _oauth(ctx, obj, auth_type, flow)
-    api_key = _api_key(ctx, obj, auth_type)
-    client = _client(ctx, obj, auth_type)
-    host_rules = _host_rules(ctx, obj, base_url)
-    export_env = _export(ctx, obj, auth_type, api_key)
-    docs = _str(ctx, obj, "docs")
-    if docs is not None and (_CONTROL_RE.search(docs) or len(docs) > 2000):
-        raise ctx.error("docs", "must be at most 2000 characters without control characters")
+    base_url, oauth = _oauth(where, obj, auth_type, flow, authsome)
+    api_key = _api_key(where, obj, auth_type)
+    client = _client(where, obj, auth_type)
+    host_rules, host_notes = _host_rules(where, obj, base_url, lenient=authsome)
+    kind = "api_key" if auth_type == "api_key" else "access_token"
+    env_var = api_key.env_var if api_key is not None else None
+    export_env, export_notes = parse_export(
+        where, obj.get("export"), provider=name, kind=kind, env_var=env_var, authsome=authsome
+    )
+    docs = text(where, obj, "docs", 2000) or text(where, obj, "docs_url", 2000)
     return Provider(
         schema_version=SCHEMA_VERSION,
         name=name,
@@ -284,281 +337,201 @@ def parse_owned(data: object, *, source: str = "user", path: Path | None = None)
         source=cast(Source, source),
         path=path,
         raw=obj,
+        notes=(*host_notes, *export_notes),
     )
 
 
-def _object(ctx: _Ctx, value: object, field_name: str, allowed: frozenset[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ctx.error(field_name, f"must be a JSON object, not {_type(value)}")
-    for key in value:
-        if key not in allowed:
-            where = f"{field_name}.{key}" if field_name else str(key)
-            raise ctx.error(where, "unknown field", f"allowed fields: {', '.join(sorted(allowed))}")
-    return cast(dict[str, Any], value)
-
-
-def _type(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _str(ctx: _Ctx, obj: Mapping[str, Any], key: str, *, prefix: str = "", required: bool = False) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise ctx.error(prefix + key, "is required")
-        return None
-    if not isinstance(value, str):
-        raise ctx.error(prefix + key, f"must be a string, not {_type(value)}")
-    return value
-
-
-def _required_str(ctx: _Ctx, obj: Mapping[str, Any], key: str) -> str:
-    value = _str(ctx, obj, key, required=True)
-    assert value is not None
-    return value
-
-
-def _choice(
-    ctx: _Ctx, obj: Mapping[str, Any], key: str, choices: tuple[str, ...], *, default: str | None, what: str = ""
-) -> str:
-    value = _str(ctx, obj, key, required=default is None)
-    if value is None:
-        assert default is not None
-        return default
-    if value not in choices:
-        allowed = " or ".join(repr(c) for c in choices)
-        raise ctx.error(key, f"{value!r} is not valid{' for an ' + what if what else ''}; use {allowed}")
-    return value
-
-
-def _check_url(ctx: _Ctx, field_name: str, url: str) -> str:
-    m = _URL_RE.fullmatch(url)
-    if m is None or _CONTROL_RE.search(url) or "{" in url or "}" in url:
-        raise ctx.error(field_name, f"{url!r} is not a valid https:// URL")
-    scheme, authority, _ = m.groups()
-    host_part, port = _split_authority(authority)
-    if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
-        raise ctx.error(field_name, f"{url!r} has an invalid port")
-    try:
-        host = canonical_host(host_part)
-    except ValueError:
-        raise ctx.error(field_name, f"{url!r} has an invalid host") from None
-    if scheme == "http" and host not in _LOOPBACK:
-        raise ctx.error(field_name, f"{url!r} must use https:// (http:// only for 127.0.0.1, localhost or ::1)")
-    return url
-
-
-def _oauth(ctx: _Ctx, obj: Mapping[str, Any], auth_type: str, flow: str) -> tuple[str | None, OAuthConfig | None]:
+def _oauth(
+    where: Where, obj: Mapping[str, Any], auth_type: str, flow: str, authsome: bool
+) -> tuple[str | None, OAuthConfig | None]:
     raw = obj.get("oauth")
     if raw is None:
         if auth_type == "oauth2":
-            raise ctx.error("oauth", "is required for an oauth2 provider (at least oauth.token_url)")
+            raise where.error("oauth", "is required for an oauth2 provider (at least oauth.token_url)")
+        if obj.get("registration") is not None:
+            raise where.error("registration", "is only allowed when auth_type is 'oauth2'")
         return None, None
     if auth_type != "oauth2":
-        raise ctx.error("oauth", "is only allowed when auth_type is 'oauth2'")
-    o = _object(ctx, raw, "oauth", _OAUTH_KEYS)
-    base_url = _str(ctx, o, "base_url", prefix="oauth.")
+        raise where.error("oauth", "is only allowed when auth_type is 'oauth2'")
+    o = json_object(where, raw, "oauth", _OAUTH_KEYS)
+    authsome_format.check_oauth_flags(where, o)
+    base_url = get_str(where, o, "base_url", prefix="oauth.")
     if base_url is not None:
-        base_url = _check_url(ctx, "oauth.base_url", base_url.rstrip("/"))
+        base_url = check_url(where, "oauth.base_url", base_url.rstrip("/"))
         if "?" in base_url:
-            raise ctx.error("oauth.base_url", "must not contain a query")
+            raise where.error("oauth.base_url", "must not contain a query")
+    registration = authsome_format.registration_endpoint(where, obj)
     urls: dict[str, str | None] = {}
     for key in _OAUTH_URLS:
-        value = _str(ctx, o, key, prefix="oauth.")
+        value = get_str(where, o, key, prefix="oauth.")
+        label = f"oauth.{key}"
+        if value is None and key == "registration_endpoint" and registration is not None:
+            value, label = registration, "registration.registration_endpoint"
         if value is not None:
-            value = _check_url(ctx, f"oauth.{key}", _resolve(ctx, f"oauth.{key}", value, base_url))
+            value = check_url(where, label, _resolve(where, label, value, base_url))
         urls[key] = value
-    scopes = o.get("scopes", [])
+    scopes = o.get("scopes") or []
     if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE_RE.fullmatch(s) for s in scopes):
-        raise ctx.error("oauth.scopes", "must be a list of non-empty scope strings without spaces or quotes")
+        raise where.error("oauth.scopes", "must be a list of non-empty scope strings without spaces or quotes")
+    if flow == "dcr_pkce" and authsome and not (urls["registration_endpoint"] or urls["issuer"]):
+        urls["issuer"] = _origin(urls["authorization_url"])  # authsome discovers registration at that origin
+    _require_endpoints(where, flow, urls)
+    return base_url, OAuthConfig(
+        scopes=tuple(scopes),
+        base_url=base_url,
+        authorization_params=_authorization_params(where, o),
+        device_token_request=cast(
+            DeviceTokenRequest,
+            choice(where, o, "device_token_request", ("oauth2_form", "json"), default="oauth2_form", prefix="oauth."),
+        ),
+        **urls,
+    )
+
+
+def _origin(url: str | None) -> str | None:
+    m = URL_RE.fullmatch(url) if url else None
+    return f"{m.group(1)}://{m.group(2)}" if m else None
+
+
+def _require_endpoints(where: Where, flow: str, urls: Mapping[str, str | None]) -> None:
     required = {
         "pkce": ("authorization_url",),
         "device_code": ("device_authorization_url",),
         "dcr_pkce": ("registration_endpoint", "issuer"),
     }[flow]
     if flow != "dcr_pkce" and not urls["token_url"]:
-        raise ctx.error("oauth.token_url", "is required for an oauth2 provider")
+        raise where.error("oauth.token_url", "is required for an oauth2 provider")
     if not any(urls[k] for k in required):
-        raise ctx.error(
+        raise where.error(
             f"oauth.{required[0]}",
             f"is required for flow {flow!r}" + (" (or oauth.issuer, for discovery)" if flow == "dcr_pkce" else ""),
         )
-    return base_url, OAuthConfig(scopes=tuple(scopes), base_url=base_url, **urls)
 
 
-def _resolve(ctx: _Ctx, field_name: str, value: str, base_url: str | None) -> str:
+def _authorization_params(where: Where, o: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Extra query parameters of the authorization request (``{"access_type": "offline"}``)."""
+    raw = o.get("authorization_params")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise where.error("oauth.authorization_params", f"must be a JSON object, not {type_name(raw)}")
+    for key, value in raw.items():
+        label = f"oauth.authorization_params.{key}"
+        if not _PARAM_RE.fullmatch(key) or key in _RESERVED_PARAMS:
+            raise where.error(label, "is not a parameter a provider file may set")
+        if not isinstance(value, str) or CONTROL_RE.search(value) or len(value) > 256:
+            raise where.error(label, "must be a string of at most 256 characters without control characters")
+    return tuple(sorted(raw.items()))
+
+
+def _resolve(where: Where, field_name: str, value: str, base_url: str | None) -> str:
     if _BASE not in value:
         return value
     if not value.startswith(_BASE) or value.count(_BASE) > 1:
-        raise ctx.error(field_name, "{base_url} may only appear once, at the start")
+        raise where.error(field_name, "{base_url} may only appear once, at the start")
     if base_url is None:
-        raise ctx.error("oauth.base_url", f"is required because {field_name} uses {{base_url}}")
+        raise where.error("oauth.base_url", f"is required because {field_name} uses {{base_url}}")
     return base_url + value[len(_BASE) :]
 
 
-def _api_key(ctx: _Ctx, obj: Mapping[str, Any], auth_type: str) -> ApiKeyConfig | None:
+def _api_key(where: Where, obj: Mapping[str, Any], auth_type: str) -> ApiKeyConfig | None:
     raw = obj.get("api_key")
     if raw is None:
         return ApiKeyConfig() if auth_type == "api_key" else None
-    a = _object(ctx, raw, "api_key", _API_KEY_KEYS)
-    header_name = _str(ctx, a, "header_name", prefix="api_key.")
-    header_prefix = _str(ctx, a, "header_prefix", prefix="api_key.")
-    env_var = _str(ctx, a, "env_var", prefix="api_key.")
-    key_pattern = _str(ctx, a, "key_pattern", prefix="api_key.")
+    a = json_object(where, raw, "api_key", _API_KEY_KEYS)
+    header_name = get_str(where, a, "header_name", prefix="api_key.")
+    header_prefix = get_str(where, a, "header_prefix", prefix="api_key.")
+    env_var = get_str(where, a, "env_var", prefix="api_key.")
+    key_pattern = get_str(where, a, "key_pattern", prefix="api_key.")
+    hint = text(where, a, "key_pattern_hint", 500, prefix="api_key.")
+    basic = a.get("basic_auth")
+    if basic is not None:
+        basic = choice(where, a, "basic_auth", ("username", "password"), default=None, prefix="api_key.")
+        if header_prefix not in (None, "Basic", "Basic "):
+            raise where.error("api_key.header_prefix", "must be absent (or 'Basic') with api_key.basic_auth")
     if header_name is not None:
         if not _TOKEN_RE.fullmatch(header_name) or len(header_name) > 100:
-            raise ctx.error("api_key.header_name", f"{header_name!r} is not a valid HTTP header name (RFC 7230 token)")
+            reason = f"{header_name!r} is not a valid HTTP header name (RFC 7230 token)"
+            raise where.error("api_key.header_name", reason)
         low = header_name.lower()
         if low in _FORBIDDEN_HEADERS or low.startswith("proxy-"):
-            raise ctx.error("api_key.header_name", f"{header_name!r} cannot carry a credential")
+            raise where.error("api_key.header_name", f"{header_name!r} cannot carry a credential")
     if header_prefix is not None and (
-        _CONTROL_RE.search(header_prefix) or not header_prefix.isascii() or len(header_prefix) > 100
+        CONTROL_RE.search(header_prefix) or not header_prefix.isascii() or len(header_prefix) > 100
     ):
-        raise ctx.error("api_key.header_prefix", "must be printable ASCII without control characters")
-    if env_var is not None and not _ENV_RE.fullmatch(env_var):
-        raise ctx.error("api_key.env_var", f"{env_var!r} is not a valid environment variable name")
+        raise where.error("api_key.header_prefix", "must be printable ASCII without control characters")
+    if env_var is not None and not ENV_RE.fullmatch(env_var):
+        raise where.error("api_key.env_var", f"{env_var!r} is not a valid environment variable name")
     if key_pattern is not None:
         try:
             check_key_pattern(key_pattern)
         except ValueError as exc:
-            raise ctx.error("api_key.key_pattern", str(exc)) from None
+            raise where.error("api_key.key_pattern", str(exc)) from None
     defaults = ApiKeyConfig()
+    no_prefix = "header_prefix" in a and header_prefix is None  # authsome 0.7.x: null = no prefix
     return ApiKeyConfig(
         header_name=defaults.header_name if header_name is None else header_name,
-        header_prefix=defaults.header_prefix if header_prefix is None else header_prefix,
+        header_prefix="" if no_prefix else (defaults.header_prefix if header_prefix is None else header_prefix),
         env_var=env_var,
         key_pattern=key_pattern,
+        key_pattern_hint=hint,
+        basic_auth=cast(BasicAuth | None, basic),
     )
 
 
-def _client(ctx: _Ctx, obj: Mapping[str, Any], auth_type: str) -> ClientSpec:
+def _client(where: Where, obj: Mapping[str, Any], auth_type: str) -> ClientSpec:
     raw = obj.get("client")
     if raw is None:
         return ClientSpec()
     if auth_type != "oauth2":
-        raise ctx.error("client", "is only allowed when auth_type is 'oauth2'")
-    c = _object(ctx, raw, "client", _CLIENT_KEYS)
+        raise where.error("client", "is only allowed when auth_type is 'oauth2'")
+    c = json_object(where, raw, "client", _CLIENT_KEYS)
     values = {}
     for key in sorted(_CLIENT_KEYS):
-        value = _str(ctx, c, key, prefix="client.")
-        if value is not None and not _ENV_RE.fullmatch(value):
-            raise ctx.error(f"client.{key}", f"{value!r} is not a valid environment variable name")
+        value = get_str(where, c, key, prefix="client.")
+        if value is not None and not ENV_RE.fullmatch(value):
+            raise where.error(f"client.{key}", f"{value!r} is not a valid environment variable name")
         values[key] = value
     return ClientSpec(**values)
 
 
-def _host_rules(ctx: _Ctx, obj: Mapping[str, Any], base_url: str | None) -> tuple[HostRule, ...]:
-    raw = obj.get("host_url")
-    if raw is None:
-        return ()
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
-        raise ctx.error("host_url", "must be a string or a non-empty list of strings")
-    rules = []
-    for item in items:
-        text = item
-        if _BASE in item:
-            resolved = _resolve(ctx, "host_url", item, base_url)
-            text = "https://" + resolved.split("://", 1)[1]  # a loopback http:// base still routes only over HTTPS
-        try:
-            rules.append(parse_host_rule(text))
-        except ValueError as exc:
-            raise ctx.error("host_url", str(exc)) from None
-    return tuple(rules)
+def _host_rules(
+    where: Where, obj: Mapping[str, Any], base_url: str | None, *, lenient: bool
+) -> tuple[tuple[HostRule, ...], tuple[str, ...]]:
+    """Rules from ``host_url`` and ``api_url`` (authsome 0.7.x), and notes about rules not used as written.
 
-
-def _export(ctx: _Ctx, obj: Mapping[str, Any], auth_type: str, api_key: ApiKeyConfig | None) -> dict[str, str]:
-    raw = obj.get("export")
-    expected = "api_key" if auth_type == "api_key" else "access_token"
-    if raw is None:
-        return {api_key.env_var: "api_key"} if auth_type == "api_key" and api_key and api_key.env_var else {}
-    e = _object(ctx, raw, "export", frozenset({"env"}))
-    env = e.get("env", {})
-    if not isinstance(env, dict):
-        raise ctx.error("export.env", f"must be an object mapping variable names to {expected!r}")
-    for var, what in env.items():
-        if not _ENV_RE.fullmatch(var):
-            raise ctx.error("export.env", f"{var!r} is not a valid environment variable name")
-        if what != expected:
-            raise ctx.error(f"export.env.{var}", f"must be {expected!r} for an {auth_type} provider, not {what!r}")
-    return dict(env)
-
-
-# -- key patterns -------------------------------------------------------------------------------------------------
-
-MAX_KEY_PATTERN_LENGTH = 256
-# Fast path: ^? (literal | \escaped | [class] quant?)+ $? ; classes hold only letters, digits, '_', '.', '-'.
-_SIMPLE_KEY_RE = re.compile(
-    r"\^?(?:[A-Za-z0-9_-]|\\[.\-_]|\[(?:[A-Za-z0-9_.-]|\\-)+\](?:[+*?]|\{[0-9]{1,3}(?:,[0-9]{0,3})?\})?)+\$?"
-)
-_VARIABLE_RE = re.compile(r"[+*?]|\{[0-9]+,")
-_RANGE_RE = re.compile(r"(?<!\\)([A-Za-z0-9])-([A-Za-z0-9])")
-_CLASS_RE = re.compile(r"\[([^\]]*)\]")
-_COUNT_RE = re.compile(r"\{([0-9]+),([0-9]+)\}")
-
-
-def _simple_key_pattern(pattern: str) -> bool:
-    """Fast path: literals and quantified classes only (no groups), valid ranges, at most two variable repeats."""
-    if not _SIMPLE_KEY_RE.fullmatch(pattern) or len(_VARIABLE_RE.findall(pattern)) > 2:
-        return False
-    ranges = [r for body in _CLASS_RE.findall(pattern) for r in _RANGE_RE.findall(body)]
-    ranges_ok = all(lo <= hi and lo.isdigit() == hi.isdigit() for lo, hi in ranges)
-    return ranges_ok and all(int(lo) <= int(hi) for lo, hi in _COUNT_RE.findall(pattern))
-
-
-def check_key_pattern(pattern: str) -> None:
-    """Raise ``ValueError`` unless ``pattern`` compiles and cannot backtrack catastrophically.
-
-    Rejected: backreferences, lookarounds, conditionals, a repeated group that itself contains a repeat or an
-    alternation (``(a+)+``, ``(a|ab)*``), more than two variable-length repeats and more than four ``?``.
+    In authsome's files (``lenient``) a broad regex that this project refuses is narrowed to the whole-label form
+    (:func:`~authsome.providers.hosts.narrow_host_pattern`) or, when that is not possible, left out with a note.
     """
-    import importlib
+    rules: dict[str, HostRule] = {}
+    notes: list[str] = []
+    for key in ("host_url", "api_url"):
+        raw = obj.get(key)
+        if raw is None:
+            continue
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+            raise where.error(key, "must be a string or a non-empty list of strings")
+        for item in items:
+            entry = item
+            if _BASE in item:
+                resolved = _resolve(where, key, item, base_url)
+                entry = "https://" + resolved.split("://", 1)[1]  # a loopback http:// base still routes only HTTPS
+            try:
+                rule = parse_host_rule(entry)
+            except ValueError as exc:
+                if not (lenient and entry.startswith("regex:")):
+                    raise where.error(key, str(exc)) from None
+                narrowed = narrow_host_pattern(entry[len("regex:") :])
+                if narrowed is None:
+                    notes.append(f"{key}: {_quote(item)} is not used, so those hosts get no credential: {exc}")
+                    continue
+                rule = parse_host_rule("regex:" + narrowed)
+                notes.append(f"{key}: {_quote(item)} is used as {_quote(rule.raw)} (whole labels only)")
+            rules.setdefault(rule.raw, rule)
+    return tuple(rules.values()), tuple(notes)
 
-    if len(pattern) > MAX_KEY_PATTERN_LENGTH:
-        raise ValueError(f"regex is longer than {MAX_KEY_PATTERN_LENGTH} characters")
-    if _simple_key_pattern(pattern):
-        return
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
-    parser = importlib.import_module("re._parser")  # already loaded by re; no public API exposes the parse tree
-    const = importlib.import_module("re._constants")
-    repeats = {const.MAX_REPEAT, const.MIN_REPEAT, getattr(const, "POSSESSIVE_REPEAT", const.MAX_REPEAT)}
-    forbidden = {
-        const.GROUPREF: "backreferences are not allowed",
-        const.GROUPREF_EXISTS: "conditional groups are not allowed",
-        const.ASSERT: "lookarounds are not allowed",
-        const.ASSERT_NOT: "lookarounds are not allowed",
-    }
-    variable = optional = 0
 
-    def walk(items: Any, inside_repeat: bool) -> None:
-        nonlocal variable, optional
-        for op, av in items:
-            if op in forbidden:
-                raise ValueError(f"regex {pattern!r}: {forbidden[op]}")
-            if op in repeats:
-                lo, hi, sub = av
-                if hi != lo:
-                    if inside_repeat:
-                        raise ValueError(f"regex {pattern!r}: nested quantifiers like (a+)+ are not allowed")
-                    if hi > 1:
-                        variable += 1
-                    else:
-                        optional += 1
-                walk(sub, inside_repeat or hi > 1)
-            elif op == const.BRANCH:
-                if inside_repeat:
-                    raise ValueError(f"regex {pattern!r}: alternation inside a repeated group is not allowed")
-                for branch in av[1]:
-                    walk(branch, inside_repeat)
-            elif op == const.SUBPATTERN:
-                walk(av[-1], inside_repeat)
-            elif op == getattr(const, "ATOMIC_GROUP", None):
-                walk(av, inside_repeat)
-
-    walk(parser.parse(pattern), False)
-    if variable > 2 or optional > 4:
-        raise ValueError(f"regex {pattern!r}: at most two variable-length repeats (and four '?') are allowed")
+def _quote(value: str) -> str:
+    """``'value'`` as written in the file (``repr`` when it has characters a terminal should not print)."""
+    return f"'{value}'" if value.isprintable() else repr(value)

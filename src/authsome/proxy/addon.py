@@ -8,30 +8,36 @@ on a worker thread, never on mitmproxy's event loop. Any failure there becomes a
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from mitmproxy import http, tcp, tls
+from mitmproxy import connection, http, tcp, tls
 from mitmproxy.proxy import server_hooks
 
-from authsome.errors import AuthsomeError
+from authsome.errors import AuthsomeError, CredentialMissing
 from authsome.models import DEFAULT_CONNECTION
-from authsome.policy import Policy
+from authsome.policy import METHOD_OVERRIDE_HEADERS, Policy
 from authsome.providers.hosts import canonical_host
-from authsome.proxy.redact import StreamRedactor, redact, secrets_of
-from authsome.proxy.report import Reporter, RequestRecord, path_only
+from authsome.proxy.auth import PRINCIPAL, Principal
+from authsome.proxy.redact import (
+    EncodedRedactor,
+    StreamRedactor,
+    UnsupportedEncoding,
+    content_codings,
+    redact,
+    secrets_of,
+)
+from authsome.proxy.report import ERROR_HEADER, Reporter, RequestRecord, error_body, path_only
 from authsome.proxy.routing import Ambiguous, Decision, Match, NoMatch, Router
 from authsome.proxy.tunnel import Address, Targets
+from authsome.proxy.upstream import verdict as upstream_verdict
 
 HeadersFor = Callable[[str, str], Mapping[str, str]]
 CONNECTION_HEADER = "X-Authsome-Connection"
-ERROR_HEADER = "X-Authsome-Error"
 ONBOARDING_HOST = "mitm.it"
 _CONNECTION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_COMMAND_RE = re.compile(r"`(authsome [^`]+)`")
 _RECORD = "authsome.record"
 _START = "authsome.start"
 _SECRETS = "authsome.secrets"
@@ -62,21 +68,46 @@ def split_authority(value: str, default_port: int) -> Address | None:
 
 def error_response(status: int, code: str, message: str, **details: object) -> http.Response:
     """A JSON error for the child. ``error.message`` is what SDKs (OpenAI's, Anthropic's…) show their user."""
-    body = {"error": {"type": "authsome_error", "code": code, "message": f"authsome: {message}"}, **details}
     return http.Response.make(
         status,
-        json.dumps(body, indent=2).encode() + b"\n",
+        error_body(code, message, **details),
         {"Content-Type": "application/json", ERROR_HEADER: code, "Cache-Control": "no-store"},
     )
 
 
-def fix_command(provider: str, connection: str, hint: str | None) -> str:
-    """The command that fixes a missing credential: the one named in the error's hint, else ``authsome login``."""
-    found = _COMMAND_RE.search(hint or "")
-    if found:
-        return found.group(1)
-    flag = "" if connection == DEFAULT_CONNECTION else f" --connection {connection}"
-    return f"authsome login {provider}{flag}"
+def fix_command(provider: str, connection: str, error: AuthsomeError) -> str | None:
+    """The command that fixes an unusable credential: the one the error carries; for a missing credential, or an
+    error that says nothing, ``authsome login`` for that very connection; None when the hint is the fix (a network
+    error, say)."""
+    if error.fix_command:
+        return error.fix_command
+    if isinstance(error, CredentialMissing) or not error.hint:
+        flag = "" if connection == DEFAULT_CONNECTION else f" --connection {connection}"
+        return f"authsome login {provider}{flag}"
+    return None
+
+
+def _principal(flow: http.HTTPFlow) -> Principal | None:
+    """Who sent the request (set by :class:`~authsome.proxy.auth.ProxyAuth`), or None (unit tests, no auth addon)."""
+    found = flow.metadata.get(PRINCIPAL)
+    return found if isinstance(found, Principal) else None
+
+
+def _has_body(flow: http.HTTPFlow) -> bool:
+    response = flow.response
+    assert response is not None
+    return flow.request.method != "HEAD" and response.status_code >= 200 and response.status_code not in (204, 304)
+
+
+class _Replace:
+    """A ``response.stream`` that sends ``body`` in place of whatever the server sends."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body: bytes | None = body
+
+    def __call__(self, chunk: bytes) -> bytes:
+        body, self.body = self.body, None
+        return body or b""
 
 
 class Injector:
@@ -100,7 +131,7 @@ class Injector:
         self.credential_ttl = credential_ttl
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="authsome-credentials")
         self._cache: dict[tuple[str, str], tuple[float, Mapping[str, str]]] = {}
-        self._tls_errors: dict[str, str] = {}
+        self._connect_errors: dict[str, str] = {}
 
     def done(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -119,9 +150,12 @@ class Injector:
             where = split_authority(request.pretty_host, request.port) or (request.pretty_host, request.port)
             self._passthrough(flow, where, "plain-http" if request.scheme == "http" else "not-tunnelled")
             return
-        decision = self.router.route("https", target[0], target[1], request.path)
-        if flow.server_conn.error:
-            self._upstream_failed(flow, target, decision, flow.server_conn.error)
+        principal = _principal(flow)
+        router = principal.router if principal is not None else self.router  # an agent's own routes at the gateway
+        decision = router.route("https", target[0], target[1], request.path)
+        failure = self._upstream_failure(flow)
+        if failure is not None:
+            self._upstream_failed(flow, target, decision, failure)
             return
         if isinstance(decision, Ambiguous):
             self.reporter.warn(decision.message)
@@ -152,7 +186,18 @@ class Injector:
         secrets: list[bytes] | None = flow.metadata.get(_SECRETS)
         if secrets:
             response.headers.fields = tuple((name, redact(value, secrets)) for name, value in response.headers.fields)
-            response.stream = StreamRedactor(secrets)
+            coding = response.headers.get("content-encoding", "")
+            if not content_codings(coding) or not _has_body(flow):
+                response.stream = StreamRedactor(secrets)
+                return
+            try:  # compressed although the request asked for identity: decode, redact, encode again
+                response.stream = EncodedRedactor(secrets, coding, lambda why: self._cut(flow, why))
+            except UnsupportedEncoding:
+                self._refuse_response(flow, coding)
+                return
+            del response.headers["content-length"]  # the length changes: chunked to an HTTP/1.1 client instead
+            if flow.request.http_version == "HTTP/1.1":
+                response.headers["transfer-encoding"] = "chunked"
         elif not response.stream:
             response.stream = True
 
@@ -171,11 +216,19 @@ class Injector:
         if len(flow.messages) > 1:
             del flow.messages[:-1]
 
-    def tls_failed_server(self, data: tls.TlsData) -> None:
-        self._tls_errors[data.conn.id] = str(data.conn.error or "TLS handshake failed")
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Kept per client: a chained proxy that cannot be reached fails its own connection, not the server's."""
+        self._connect_errors[data.client.id] = str(data.server.error or "connection failed")
 
-    def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        self._tls_errors.pop(data.server.id, None)
+    def tls_failed_server(self, data: tls.TlsData) -> None:
+        """Likewise for the TLS of an ``https://`` chained proxy (the server's own failure is on its connection)."""
+        conn = data.conn
+        if conn is not data.context.server and isinstance(conn, connection.Server) and conn.address:
+            where = f"{conn.address[0]}:{conn.address[1]}"
+            self._connect_errors[data.context.client.id] = f"the upstream proxy {where}: {conn.error}"
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._connect_errors.pop(client.id, None)
 
     # -- decisions -----------------------------------------------------------------------------------------------
     async def _inject(self, flow: http.HTTPFlow, target: Address, match: Match, chosen: str | None) -> None:
@@ -195,6 +248,20 @@ class Injector:
                 )
                 return
             connection = chosen
+        principal = _principal(flow)
+        if principal is not None and not principal.may_use(match.provider, connection):
+            self._refuse(
+                flow,
+                403,
+                target,
+                match.provider,
+                connection,
+                "connection_denied",
+                f"agent {principal.name} may not use {match.provider}/{connection}",
+                f"give it that connection: `authsome agent create {principal.name} --force --connection "
+                f"{match.provider}={connection} …` (with the rest of its rights)",
+            )
+            return
         mismatch = self._mismatch(flow, target)
         if mismatch:
             self._refuse(
@@ -208,7 +275,9 @@ class Injector:
                 f"send the request to {target[0]} in the CONNECT, the TLS SNI and the Host header alike",
             )
             return
-        verdict = self.policy.check(match.provider, connection, request.method, path_only(request.path))
+        overrides = [value for name in METHOD_OVERRIDE_HEADERS for value in request.headers.get_all(name)]
+        policy = principal.policy if principal is not None else self.policy
+        verdict = policy.check(match.provider, connection, request.method, path_only(request.path), overrides)
         if not verdict.allowed:
             self._refuse(
                 flow,
@@ -217,14 +286,15 @@ class Injector:
                 match.provider,
                 connection,
                 "policy_denied",
-                f"{verdict.reason} (rules from {self.policy.source})",
+                f"{verdict.reason} (rules from {policy.source})",
                 "widen --allow / --policy if this request is intended",
             )
             return
         try:
             headers = await self._headers(match.provider, connection)
         except AuthsomeError as exc:
-            fix = fix_command(match.provider, connection, exc.hint)
+            command = fix_command(match.provider, connection, exc)
+            fix = command or exc.hint or "run `authsome doctor`"
             self._refuse(
                 flow,
                 401,
@@ -234,7 +304,7 @@ class Injector:
                 "credential_unavailable",
                 f"no usable credential for {match.provider}/{connection}: {exc.message}",
                 fix,
-                fix_command=fix,
+                fix_command=command,
             )
             return
         except Exception as exc:  # fail closed; the message of an unknown error is not shown (it could hold data)
@@ -303,16 +373,29 @@ class Injector:
             return f"the request would go to {request.host}:{request.port}, not {host}:{port}"
         return None
 
-    def _upstream_failed(self, flow: http.HTTPFlow, target: Address, decision: Decision, error: str) -> None:
-        tls_error = self._tls_errors.get(flow.server_conn.id)
-        if tls_error or "certificate" in error.lower():
-            message = f"the upstream server {target[0]}:{target[1]} is not trusted ({tls_error or error})"
-            fix = "if you trust it, pass --upstream-ca FILE or set SSL_CERT_FILE to a bundle holding its CA"
-            code = "upstream_untrusted"
+    def _upstream_failure(self, flow: http.HTTPFlow) -> tuple[str, bool] | None:
+        """Why the tunnel's upstream cannot take this request, and whether that is the server itself; None when it
+        can.
+
+        The upstream TLS handshake comes before the child's (``_ServerTlsFirst`` in the server); when it failed, the
+        child's handshake went on anyway so that its request could be answered here, with the cause.
+        """
+        server = flow.server_conn
+        if server.error:
+            return str(server.error), True
+        if server.tls and not server.tls_established:  # the chained proxy's own connection failed
+            return self._connect_errors.get(flow.client_conn.id) or "the connection failed", False
+        return None
+
+    def _upstream_failed(
+        self, flow: http.HTTPFlow, target: Address, decision: Decision, failure: tuple[str, bool]
+    ) -> None:
+        cause, the_server = failure
+        code, fix = upstream_verdict(cause)
+        if code == "upstream_untrusted" and the_server:
+            message = f"the upstream server {target[0]}:{target[1]} is not trusted ({cause})"
         else:
-            message = f"cannot reach the upstream server {target[0]}:{target[1]} ({error})"
-            fix = "check the network, DNS and any upstream proxy"
-            code = "upstream_unreachable"
+            message = f"cannot reach the upstream server {target[0]}:{target[1]} ({cause})"
         provider, connection = (decision.provider, decision.connection) if isinstance(decision, Match) else (None, None)
         self._refuse(flow, 502, target, provider, connection, code, message, fix)
 
@@ -347,6 +430,39 @@ class Injector:
             ),
         )
 
+    def _cut(self, flow: http.HTTPFlow, why: str) -> None:
+        """End a response whose body cannot be checked for the credential: the child sees a broken transfer."""
+        record: RequestRecord | None = flow.metadata.get(_RECORD)
+        if record is not None:
+            record.reason = f"{record.reason or ''}; cut: {why}".lstrip("; ")
+        self.reporter.info(
+            f"cut         {flow.request.method} {flow.request.pretty_host}{path_only(flow.request.path)} ({why})"
+        )
+        if flow.killable:
+            flow.kill()  # type: ignore[no-untyped-call]
+
+    def _refuse_response(self, flow: http.HTTPFlow, coding: str) -> None:
+        """Answer the child with an error instead of a response whose coding cannot be checked for the credential."""
+        record: RequestRecord | None = flow.metadata.get(_RECORD)
+        reason = f"the upstream server answered with Content-Encoding {coding!r}, which authsome cannot check"
+        fix = "ask the server for an uncompressed (identity) or gzip, deflate, br or zstd response"
+        error = error_response(
+            502,
+            "upstream_encoding",
+            f"{reason}. Fix: {fix}",
+            provider=record.provider if record else None,
+            connection=record.connection if record else None,
+            reason=reason,
+            fix=fix,
+        )
+        body = error.raw_content or b""
+        error.stream = _Replace(body)
+        flow.response = error
+        if record is not None:
+            record.decision = "refused"
+            record.reason = f"upstream_encoding: {reason}"
+            self.reporter.decided(record)
+
     def _passthrough(self, flow: http.HTTPFlow, target: Address, reason: str) -> None:
         self._note(
             flow,
@@ -356,6 +472,8 @@ class Injector:
         )
 
     def _note(self, flow: http.HTTPFlow, record: RequestRecord) -> None:
+        principal = _principal(flow)
+        record.agent = principal.name if principal is not None else None
         flow.metadata[_RECORD] = record
         self.reporter.decided(record)
 
@@ -366,6 +484,7 @@ class Injector:
         if flow.response is not None:
             record.status = flow.response.status_code
         elif flow.error is not None and record.decision != "refused":
+            self.reporter.info(f"{record.line()}: failed: {flow.error.msg}")  # the decision was shown; now its end
             record.reason = f"{record.reason or ''}; error: {flow.error.msg}".lstrip("; ")
         start = flow.metadata.get(_START)
         if isinstance(start, float):

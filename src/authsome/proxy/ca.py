@@ -1,21 +1,31 @@
-"""The interception CA (mitmproxy's, in ``~/.mitmproxy``) and the CA bundles built around it. No mitmproxy here.
+"""The interception CA (mitmproxy's, in ``~/.mitmproxy``) and the CA bundles built around it.
 
-mitmproxy creates the CA on its first start: ``mitmproxy-ca.pem`` (private key + cert, 0600) and
-``mitmproxy-ca-cert.pem`` (the public cert, the file clients trust). ``ca_status`` tells ``authsome doctor`` whether
-that cert exists and whether this machine already trusts it system-wide.
+The CA is mitmproxy's: ``mitmproxy-ca.pem`` (private key + cert, 0600) and ``mitmproxy-ca-cert.pem`` (the public cert,
+the file users install). :func:`ensure_ca` creates a missing one once, under a lock, for every run started at the same
+time (mitmproxy's own start would let each make its own); that is the only use of mitmproxy here. ``ca_status`` tells
+``authsome doctor`` whether that cert exists and whether this machine already trusts it system-wide.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from authsome.errors import AuthsomeError
+from authsome.paths import DIR_MODE, file_lock
+
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"
+CA_KEY_NAME = "mitmproxy-ca.pem"  # key + certificate: what mitmproxy signs with
+CA_BASENAME = "mitmproxy"
+CA_KEY_SIZE = 2048  # mitmproxy's default ``key_size``
+CA_LOCK_NAME = "authsome-ca.lock"
 USER_BUNDLE_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 _SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Arch, Gentoo
@@ -34,6 +44,63 @@ def default_confdir() -> Path:
 def ca_cert_path(confdir: Path | None = None) -> Path:
     """Where the CA's public certificate lives."""
     return (confdir or default_confdir()).expanduser() / CA_CERT_NAME
+
+
+def ensure_ca(confdir: Path | None = None) -> bytes:
+    """The certificate (PEM) of the CA the proxy signs with; the CA is created first if there is none.
+
+    Creation happens once, under a lock in ``confdir``: mitmproxy writes the CA's files into a temporary directory,
+    and they are renamed into place with the key file last, so a run that sees the key file sees a whole CA. The
+    certificate is taken from the key file itself, so it always matches the key, whatever ``mitmproxy-ca-cert.pem``
+    holds.
+    """
+    confdir = (confdir or default_confdir()).expanduser()
+    try:
+        cert = _ca_cert(confdir)
+        if cert is not None:
+            return cert
+        confdir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        with file_lock(confdir / CA_LOCK_NAME):
+            cert = _ca_cert(confdir)
+            if cert is None:
+                _create_ca(confdir)
+                cert = _ca_cert(confdir)
+    except OSError as exc:
+        raise AuthsomeError(
+            f"the proxy did not start: cannot create its CA in {confdir} ({exc.strerror or exc})",
+            f"make {confdir} a directory you can write to, or run again with --verbose",
+        ) from None
+    assert cert is not None
+    return cert
+
+
+def _ca_cert(confdir: Path) -> bytes | None:
+    """The CA certificate in the key file, or None when there is no CA yet."""
+    path = confdir / CA_KEY_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    certs = pem_certs(data)
+    if b"PRIVATE KEY-----" not in data or not certs:
+        raise AuthsomeError(
+            f"the proxy CA {path} does not hold a private key and a certificate",
+            "move that file away; the next `authsome run` creates a new CA",
+        )
+    return certs[0]
+
+
+def _create_ca(confdir: Path) -> None:
+    from mitmproxy.certs import CertStore
+
+    staging = Path(tempfile.mkdtemp(prefix=".authsome-ca-", dir=confdir))
+    try:
+        CertStore.create_store(staging, CA_BASENAME, CA_KEY_SIZE)
+        names = sorted(os.listdir(staging), key=lambda name: name == CA_KEY_NAME)  # the key file last
+        for name in names:
+            os.replace(staging / name, confdir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def system_bundle() -> Path | None:
@@ -59,30 +126,6 @@ def user_bundles(env: Mapping[str, str], extra: Iterable[Path | None] = ()) -> l
 def pem_certs(data: bytes) -> list[bytes]:
     """The PEM certificate blocks in ``data``."""
     return _PEM_RE.findall(data)
-
-
-def write_bundle(target: Path, sources: Iterable[Path | None], *, exclude: bytes | None = None) -> Path:
-    """Concatenate the certificates of ``sources`` (each certificate once, ``exclude`` never) into ``target`` (0600)."""
-    seen: set[bytes] = set()
-    if exclude:
-        seen.add(_der(exclude))
-    out: list[bytes] = []
-    for src in sources:
-        if src is None:
-            continue
-        try:
-            data = src.read_bytes()
-        except OSError:  # an unreadable bundle of the user's: the others still count
-            continue
-        for block in pem_certs(data):
-            der = _der(block)
-            if der not in seen:
-                seen.add(der)
-                out.append(block + b"\n")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(b"".join(out))
-    return target
 
 
 def ca_status(confdir: Path | None = None) -> dict[str, object]:

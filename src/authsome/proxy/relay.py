@@ -2,11 +2,15 @@
 
 It reads the first request head of each client connection and decides:
 
-* ``CONNECT`` to a host no route could match: check the per-run proxy credential (``407`` without it), open the
+* ``CONNECT``: ask the :class:`~authsome.proxy.auth.Authenticator` who is asking (``407``/``429`` and nothing more
+  for a refusal). To a host none of that principal's routes could match: open the
   tunnel (directly, or through the chained upstream proxy) and relay bytes both ways at socket speed. mitmproxy never
-  sees these connections; the client sees the real server and its certificate.
+  sees these connections; the client sees the real server and its certificate. When the tunnel cannot be opened the
+  CONNECT gets ``502`` whose reason phrase and JSON body say why, and the failure is reported like a refused request.
 * anything else (``CONNECT`` to a routed host, plain HTTP, ``mitm.it``): hand the connection, bytes unchanged, to
   mitmproxy on its own loopback port, which authenticates, intercepts and injects.
+* with ``health`` set (the gateway), an origin-form ``GET /healthz`` or ``/readyz`` without credentials: answered
+  here with ``ok``/``ready`` (or ``503 not ready``) and nothing else; a proxy request is never origin-form.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from authsome.providers.hosts import canonical_host
-from authsome.proxy import splice
+from authsome.proxy import splice, upstream
+from authsome.proxy.auth import LOCAL_REFUSAL, REALM, Authenticator, Denied, Principal, RunCredential, reason_phrase
+from authsome.proxy.report import ERROR_HEADER, Reporter, RequestRecord, error_body
 from authsome.proxy.routing import Router
+from authsome.proxy.upstream import UpstreamError, describe, verdict
 
 Address = tuple[str, int]
 Accept = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0
-CONNECT_TIMEOUT = 30.0
 
 
 def basic_auth_ok(header: str, expected: bytes) -> bool:
@@ -190,6 +196,12 @@ class _Pipe(asyncio.Protocol):
             self._head.set_exception(exc)
 
 
+def _peer(pipe: _Pipe) -> str | None:
+    """The client's address (no port), for per-address limits."""
+    peer = pipe.transport.get_extra_info("peername") if pipe.transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
 def _detachable(pipe: _Pipe) -> bool:
     """Whether the pipe's socket can be taken over as is: plain TCP, open, nothing buffered either way."""
     transport = pipe.transport
@@ -217,29 +229,40 @@ def _detach(pipe: _Pipe) -> socket.socket:
     return sock
 
 
-def _response(status: int, reason: str, body: str = "", extra: str = "") -> bytes:
-    payload = body.encode()
+def _response(status: int, reason: str, body: str | bytes = "", extra: str = "", kind: str = "text/plain") -> bytes:
+    payload = body.encode() if isinstance(body, str) else body
+    reason = "".join(c if " " <= c <= "~" else "?" for c in reason)  # one line of visible ASCII, whatever the cause
     return (
-        f"HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {len(payload)}\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: {kind}\r\nContent-Length: {len(payload)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + payload
 
 
 class FrontDoor:
-    """Listens on 127.0.0.1:<ephemeral>; relays unrouted tunnels itself and hands everything else to mitmproxy."""
+    """Listens (on 127.0.0.1:<ephemeral> unless told); relays unrouted tunnels itself, hands the rest to mitmproxy.
+
+    ``credential`` is the :class:`~authsome.proxy.auth.Authenticator` (or, for one principal routed by ``router``,
+    the per-run ``b"user:token"``). ``health``, when given, answers ``GET /readyz`` (True: ready).
+    """
 
     def __init__(
         self,
         router: Router,
-        credential: bytes,
+        credential: bytes | Authenticator,
         *,
         upstream: UpstreamProxy | None = None,
         log: Callable[[str], None] | None = None,
+        reporter: Reporter | None = None,
+        health: Callable[[], bool] | None = None,
     ) -> None:
         self.router = router
-        self.credential = credential
+        if isinstance(credential, bytes):  # the per-run credential, b"user:token", for this router
+            credential = RunCredential.from_pair(credential, Principal(None, router))
+        self.auth = credential
+        self.health = health
         self.upstream = upstream
-        self.log = log
+        self.log = log or (reporter.info if reporter is not None else None)
+        self.reporter = reporter
         self.backend: Address | None = None
         self.accept: Accept | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -247,8 +270,8 @@ class FrontDoor:
         self._pipes: weakref.WeakSet[_Pipe] = weakref.WeakSet()
         self._relays: set[splice.SpliceRelay] = set()
 
-    async def start(self, backend: Address, accept: Accept | None = None) -> int:
-        """Start listening; returns the front door's port.
+    async def start(self, backend: Address, accept: Accept | None = None, listen: Address = ("127.0.0.1", 0)) -> int:
+        """Start listening on ``listen``; returns the front door's port.
 
         ``backend`` is mitmproxy's own listening address. ``accept``, when given, is mitmproxy's connection handler
         (what its own server calls for each client): connections are then handed over in-process, without a second
@@ -257,8 +280,13 @@ class FrontDoor:
         self.backend = backend
         self.accept = accept
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
+        self._server = await loop.create_server(self._accept, *listen)
         return int(self._server.sockets[0].getsockname()[1])
+
+    def stop_listening(self) -> None:
+        """Accept no new connection; those already open carry on (a graceful shutdown)."""
+        if self._server is not None:
+            self._server.close()
 
     def close(self) -> None:
         if self._server is not None:
@@ -286,12 +314,25 @@ class FrontDoor:
             return
         head = Head.parse(raw)
         method, _, rest = head.first_line.partition(" ")
-        target = parse_target(rest.split(" ", 1)[0]) if method == "CONNECT" else None
+        uri = rest.split(" ", 1)[0]
+        probe = method == "GET" and uri.startswith("/") and "proxy-authorization" not in head.headers
+        if self.health is not None and probe:  # origin-form: never a proxy request
+            self._answer_health(client, uri)
+            return
+        target = parse_target(uri) if method == "CONNECT" else None
         try:
-            if target is not None and not self.router.intercepts(*target):
-                await self._tunnel(client, head, target)
-            else:
-                await self._hand_off(client, raw)
+            if target is not None:
+                who = self.auth.authenticate(head.headers.get("proxy-authorization", ""), _peer(client))
+                if isinstance(who, Denied):
+                    self._deny(client, who)
+                    return
+                if not who.may_reach(target[0]):  # an agent asking for the gateway host's own services
+                    self._deny(client, Denied(403, LOCAL_REFUSAL, "destination_forbidden"))
+                    return
+                if not who.router.intercepts(*target):  # that principal's routes: an agent's own
+                    await self._tunnel(client, target, who)
+                    return
+            await self._hand_off(client, raw)
         except asyncio.CancelledError:
             client.close()
             raise
@@ -329,25 +370,40 @@ class FrontDoor:
         transport.resume_reading()
         await accept(reader, writer)
 
-    async def _tunnel(self, client: _Pipe, head: Head, target: Address) -> None:
-        if not basic_auth_ok(head.headers.get("proxy-authorization", ""), self.credential):
-            self._refuse(
-                client,
-                407,
-                "Proxy Authentication Required",
-                "authsome: this proxy serves only the command started by `authsome run`\n",
-                'Proxy-Authenticate: Basic realm="authsome"\r\n',
-            )
-            return
+    def _deny(self, client: _Pipe, denied: Denied) -> None:
+        extra = f'Proxy-Authenticate: Basic realm="{REALM}"\r\n' if denied.status == 407 else ""
+        if denied.retry_after is not None:
+            extra += f"Retry-After: {denied.retry_after}\r\n"
+        self._refuse(client, denied.status, reason_phrase(denied), f"authsome: {denied.reason}\n", extra)
+
+    def _answer_health(self, client: _Pipe, path: str) -> None:
+        """``/healthz``: the gateway answers; ``/readyz``: it is ready for agents. Nothing else, ever."""
+        assert self.health is not None
+        path = path.split("?", 1)[0]
+        if path == "/healthz":
+            self._refuse(client, 200, "OK", "ok\n")
+        elif path == "/readyz" and self.health():
+            self._refuse(client, 200, "OK", "ready\n")
+        elif path == "/readyz":
+            self._refuse(client, 503, "Service Unavailable", "not ready\n")
+        else:
+            self._refuse(client, 404, "Not Found", "authsome: this is a proxy; set it as HTTPS_PROXY\n")
+
+    async def _tunnel(self, client: _Pipe, target: Address, principal: Principal) -> None:
         where = f"{target[0]}:{target[1]}" if ":" not in target[0] else f"[{target[0]}]:{target[1]}"
         try:
             server = await (self._via_upstream(where) if self.upstream else self._connect(target))
-        except (TimeoutError, OSError, ConnectionError) as exc:
-            self._refuse(client, 502, "Bad Gateway", f"authsome: cannot connect to {where}: {exc}\n")
+        except (TimeoutError, OSError) as exc:
+            self._unreachable(client, target, where, describe(exc, upstream.CONNECT_TIMEOUT), principal.name)
             return
         assert client.transport is not None
         client.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        if self.log:
+        if self.reporter is not None and principal.name is not None:  # the gateway: every agent's tunnel is audited
+            record = RequestRecord("tunnel", "CONNECT", target[0], target[1], "", reason="no route: relayed untouched")
+            record.agent = principal.name
+            self.reporter.decided(record)
+            self.reporter.finished(record)
+        elif self.log:
             self.log(f"tunnel      {where} (no route: relayed untouched)")
         if not self._splice(client, server):
             client.pair(server)
@@ -379,34 +435,59 @@ class FrontDoor:
             loop.create_connection(
                 lambda: _Pipe(outgoing=True), *address, ssl=tls, server_hostname=address[0] if tls else None
             ),
-            CONNECT_TIMEOUT,
+            upstream.CONNECT_TIMEOUT,
         )
         self._pipes.add(pipe)
         return pipe
 
     async def _via_upstream(self, where: str) -> _Pipe:
-        upstream = self.upstream
-        assert upstream is not None
-        pipe = await self._connect(upstream.address, upstream.tls)
+        proxy = self.upstream
+        assert proxy is not None
+        name = f"the upstream proxy {proxy.address[0]}:{proxy.address[1]}"
+        try:
+            pipe = await self._connect(proxy.address, proxy.tls)
+        except UpstreamError:  # already worded, the proxy named (the run's connector knows it)
+            raise
+        except (TimeoutError, OSError) as exc:
+            raise UpstreamError(f"{name}: {describe(exc, upstream.CONNECT_TIMEOUT)}") from None
         auth = ""
-        if upstream.auth:
-            auth = f"Proxy-Authorization: Basic {base64.b64encode(upstream.auth.encode()).decode()}\r\n"
+        if proxy.auth:
+            auth = f"Proxy-Authorization: Basic {base64.b64encode(proxy.auth.encode()).decode()}\r\n"
         assert pipe.transport is not None
         pipe.transport.write(f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n{auth}\r\n".encode())
         try:
-            reply = Head.parse(await asyncio.wait_for(pipe.head(), CONNECT_TIMEOUT))
+            reply = Head.parse(await asyncio.wait_for(pipe.head(), upstream.CONNECT_TIMEOUT))
+        except (TimeoutError, OSError, ValueError) as exc:
+            pipe.close()
+            raise UpstreamError(f"{name}: {describe(exc, upstream.CONNECT_TIMEOUT)}") from None
         except BaseException:
             pipe.close()
             raise
         status = reply.first_line.split(" ", 2)
         if len(status) < 2 or status[1] != "200":
             pipe.close()
-            raise ConnectionError(f"the upstream proxy answered {' '.join(status[1:]) or 'nothing'}")
+            raise UpstreamError(f"{name} answered {' '.join(status[1:]) or 'nothing'}")
         return pipe
 
+    def _unreachable(self, client: _Pipe, target: Address, where: str, cause: str, agent: str | None = None) -> None:
+        """502 to the CONNECT, saying why, plus the ``--verbose`` line and the audit record of a refused request."""
+        code, fix = verdict(cause)
+        reason = f"cannot reach {where} ({cause})"
+        body = error_body(code, f"{reason}. Fix: {fix}", provider=None, connection=None, reason=reason, fix=fix)
+        self._refuse(client, 502, f"authsome: {reason}", body, f"{ERROR_HEADER}: {code}\r\n", "application/json")
+        record = RequestRecord("refused", "CONNECT", target[0], target[1], "", reason=f"{code}: {reason}", status=502)
+        record.agent = agent
+        if self.reporter is not None:
+            self.reporter.decided(record)
+            self.reporter.finished(record)
+        elif self.log is not None:
+            self.log(record.line())
+
     @staticmethod
-    def _refuse(client: _Pipe, status: int, reason: str, body: str, extra: str = "") -> None:
+    def _refuse(
+        client: _Pipe, status: int, reason: str, body: str | bytes, extra: str = "", kind: str = "text/plain"
+    ) -> None:
         if client.transport is not None and not client.lost:
-            client.transport.write(_response(status, reason, body, extra))
+            client.transport.write(_response(status, reason, body, extra, kind))
             with contextlib.suppress(Exception):
                 client.transport.close()

@@ -3,20 +3,22 @@
 Audit records carry the run's ``context`` (``run_id``, the child's program name) plus the request record.
 
 Nothing here ever holds a secret: records carry the method, host, path (never the query string), provider,
-connection, decision and reason. The audit callback may be slow (it appends to a signed log), so it runs on one
-background thread, in order, and :meth:`Reporter.close` waits for it.
+connection, decision and reason. The audit callback is called on the proxy's event loop, in order, and must return at
+once: authsome's audit trail queues each record and writes them in batches on its own thread
+(:meth:`authsome.store.audit.AuditLog.submit`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-DecisionKind = Literal["injected", "passthrough", "ambiguous", "refused"]
+ERROR_HEADER = "X-Authsome-Error"
+DecisionKind = Literal["injected", "passthrough", "ambiguous", "refused", "tunnel"]
 Audit = Callable[[dict[str, object]], None]
 
 
@@ -34,6 +36,7 @@ class RequestRecord:
     reason: str | None = None
     status: int | None = None
     duration_ms: float | None = None
+    agent: str | None = None  # the gateway agent that sent it (None: the child of `authsome run`)
 
     def line(self) -> str:
         """The ``--verbose`` line, e.g. ``injected    openai/default GET api.openai.com/v1/models``."""
@@ -43,7 +46,16 @@ class RequestRecord:
         return f"{text} ({self.reason})" if self.reason and self.decision != "injected" else text
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        data = asdict(self)
+        if self.agent is None:
+            del data["agent"]  # a run's records stay as they were
+        return data
+
+
+def error_body(code: str, message: str, **details: object) -> bytes:
+    """The JSON body of an error the proxy answers itself; ``error.message`` is what SDKs show their user."""
+    body = {"error": {"type": "authsome_error", "code": code, "message": f"authsome: {message}"}, **details}
+    return json.dumps(body, indent=2).encode() + b"\n"
 
 
 def path_only(path: str) -> str:
@@ -73,7 +85,6 @@ class Reporter:
         self._write = write
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="authsome-audit") if audit else None
         self._audit_failed = False
 
     def info(self, text: str) -> None:
@@ -94,13 +105,11 @@ class Reporter:
             self._emit(record.line())
 
     def finished(self, record: RequestRecord) -> None:
-        if self._pool is not None:
-            self._pool.submit(self._send, {**self.context, **record.to_dict()})
+        if self._audit is not None:
+            self._send({**self.context, **record.to_dict()})
 
     def close(self) -> None:
-        """Wait for pending audit records."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Nothing is pending here: every record went to the audit callback as its request finished."""
 
     def _send(self, record: dict[str, object]) -> None:
         assert self._audit is not None

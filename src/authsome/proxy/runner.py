@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from authsome import isolation
 from authsome.errors import UsageError
+from authsome.isolation import SandboxedChild
 from authsome.policy import Policy
 from authsome.proxy import ca, environment
 from authsome.proxy import trust as run_trust
@@ -142,39 +143,66 @@ def _plan(config: RunConfig) -> _Plan | int:
 
 
 def _serve_and_run(config: RunConfig, plan: _Plan, relay: _SignalRelay, tmp: Path) -> int:
-    from authsome.proxy.server import ProxyServer, ServerOptions, load_mitmproxy
-
-    load_mitmproxy()
-    from authsome.proxy.addon import Injector
-    from authsome.proxy.auth import ProxyAuth
-    from authsome.proxy.onboarding import LazyOnboarding
-    from authsome.proxy.tunnel import Targets, Tunnels
-
-    parent, router, reporter, upstream = plan.parent, plan.router, plan.reporter, plan.upstream
+    parent = plan.parent
     nested = bool(parent.get(environment.RUN_MARKER))  # then the outer run, with this same CA, is our upstream
     confdir = plan.confdir
     if nested and not os.access(confdir, os.R_OK | os.X_OK):  # inside an isolated run the CA's key is hidden
         confdir = tmp / "ca"
     ca_cert = ca.ca_cert_path(confdir)
     ca_pem = ca.ensure_ca(confdir)  # a missing CA is made here, once for all the runs started together
-    trusted = run_trust.prepare(  # cached between runs
-        run_trust.cache_dir(parent), ca_pem, parent, upstream_ca=config.upstream_ca, nested=nested, scratch=tmp
+    sandbox = _start_sandbox(config, confdir, tmp, parent)
+    try:
+        return _serve(config, plan, relay, tmp, confdir, ca_cert, ca_pem, sandbox)
+    finally:
+        if sandbox is not None:
+            sandbox.cancel()  # no-op once the command was started
+
+
+def _serve(
+    config: RunConfig,
+    plan: _Plan,
+    relay: _SignalRelay,
+    tmp: Path,
+    confdir: Path,
+    ca_cert: Path,
+    ca_pem: bytes,
+    sandbox: SandboxedChild | None,
+) -> int:
+    from authsome.proxy.server import ProxyServer, ServerOptions, load_mitmproxy
+
+    load_mitmproxy()
+    from authsome.proxy.addon import Injector
+    from authsome.proxy.auth import Principal, ProxyAuth, RunCredential
+    from authsome.proxy.onboarding import LazyOnboarding
+    from authsome.proxy.tunnel import Targets, Tunnels
+
+    parent, router, reporter, upstream = plan.parent, plan.router, plan.reporter, plan.upstream
+    nested = bool(parent.get(environment.RUN_MARKER))
+    trusted = run_trust.prepare(  # cached between runs; the proxy's upstream trust where the child cannot write
+        run_trust.cache_dir(parent),
+        ca_pem,
+        parent,
+        upstream_ca=config.upstream_ca,
+        nested=nested,
+        scratch=tmp,
+        private=confdir / "authsome-upstream",
     )
     trust = trusted.upstream
     token = secrets.token_urlsafe(24)
+    credential = RunCredential(PROXY_USER, token, Principal(None, router, config.policy or Policy()))
     targets = Targets()
     log = reporter.info if config.verbose else None
     # Order matters within each hook: authentication first; the injector strips Proxy-* headers before the tunnel
     # addon adds the chained proxy's own credentials to plain-HTTP requests.
     addons = [
-        ProxyAuth(PROXY_USER, token),
+        ProxyAuth(credential),
         Injector(
             router, config.headers_for, targets, reporter, policy=config.policy, credential_ttl=config.credential_ttl
         ),
         Tunnels(router, targets, upstream_auth=upstream[1] if upstream else None, log=log),
         LazyOnboarding(),
     ]
-    front = FrontDoor(router, f"{PROXY_USER}:{token}".encode(), upstream=_front_upstream(upstream, trust), log=log)
+    front = FrontDoor(router, credential, upstream=front_upstream(upstream, trust), log=log, reporter=reporter)
     options = ServerOptions(confdir, trust, upstream[0] if upstream else None, config.verbose, plan.resolve)
     server = ProxyServer(options, addons, front)
     try:
@@ -191,13 +219,13 @@ def _serve_and_run(config: RunConfig, plan: _Plan, relay: _SignalRelay, tmp: Pat
         reporter.info(f"run {reporter.context['run_id']}: proxy on 127.0.0.1:{port}, CA {ca_cert}, routes: {routes}")
         if relay.pending is not None:
             return 128 + relay.pending
-        return _run_child(plan.command, env, relay, config, confdir)
+        return _run_child(plan.command, env, relay, config, sandbox)
     finally:
         server.stop()
         trusted.close()
 
 
-def _front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> UpstreamProxy | None:
+def front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> UpstreamProxy | None:
     """The chained proxy as the front door needs it (it opens the unrouted tunnels itself)."""
     if upstream is None:
         return None
@@ -207,24 +235,44 @@ def _front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> Ups
     return UpstreamProxy(parts.scheme, (parts.hostname, parts.port), upstream[1], tls)
 
 
-def _run_child(command: list[str], env: dict[str, str], relay: _SignalRelay, config: RunConfig, confdir: Path) -> int:
-    preexec = None
-    if config.isolate and isolation.supported_platform():
-        command = isolation.isolated_command(command, [*config.hide, confdir])
-    else:
+def _start_sandbox(config: RunConfig, confdir: Path, tmp: Path, parent: Mapping[str, str]) -> SandboxedChild | None:
+    """The child's sandbox, started before the proxy so that both get ready at once; None when not isolating.
+
+    Hidden from the child: the authsome home and the CA's directory (made first, so that it exists to be covered).
+    Read-only for it: the run's directory and the trust cache, which the proxy itself reads (its upstream trust).
+    """
+    if not (config.isolate and isolation.supported_platform()):
         why = "--no-isolate" if not config.isolate else "process isolation is not available on this platform"
         sys.stderr.write(f"authsome: warning: {why}: the child can read the store and the proxy CA's key\n")
-        preexec = isolation.die_with_parent if isolation.supported_platform() else None
-    try:
-        child = subprocess.Popen(
-            command, env=env, stdin=config.stdin, stdout=config.stdout, stderr=config.stderr, preexec_fn=preexec
-        )
-    except FileNotFoundError:
-        sys.stderr.write(f"authsome: {command[0]}: command not found\n")
-        return 127
-    except OSError as exc:
-        sys.stderr.write(f"authsome: {command[0]}: {exc.strerror or 'cannot execute'}\n")
-        return 126
+        return None
+    cache = run_trust.cache_dir(parent)
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return SandboxedChild(
+        [*config.hide, confdir], [tmp, cache], stdin=config.stdin, stdout=config.stdout, stderr=config.stderr
+    )
+
+
+def _run_child(
+    command: list[str], env: dict[str, str], relay: _SignalRelay, config: RunConfig, sandbox: SandboxedChild | None
+) -> int:
+    if sandbox is not None:
+        child = sandbox.start(command, env)
+    else:
+        try:
+            child = subprocess.Popen(
+                command,
+                env=env,
+                stdin=config.stdin,
+                stdout=config.stdout,
+                stderr=config.stderr,
+                preexec_fn=isolation.die_with_parent if isolation.supported_platform() else None,
+            )
+        except FileNotFoundError:
+            sys.stderr.write(f"authsome: {command[0]}: command not found\n")
+            return 127
+        except OSError as exc:
+            sys.stderr.write(f"authsome: {command[0]}: {exc.strerror or 'cannot execute'}\n")
+            return 126
     relay.child = child
     if relay.pending is not None:  # a signal arrived while the child was starting
         relay.forward(relay.pending)

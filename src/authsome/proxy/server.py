@@ -27,6 +27,7 @@ from authsome.errors import AuthsomeError
 from authsome.proxy.relay import FrontDoor
 from authsome.proxy.resolve import CachingResolver
 from authsome.proxy.tls import tls_addon
+from authsome.proxy.upstream import Connector, UpstreamHandshakes, proxy_address
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -43,6 +44,7 @@ class ServerOptions:
     upstream_proxy: str | None = None  # "http://host:port" to chain through
     verbose: bool = False
     resolve: Mapping[Address, Address] = field(default_factory=dict)  # test stand-ins: (host, port) -> socket address
+    listen: Address = ("127.0.0.1", 0)  # the front door's address (mitmproxy's own port is always loopback)
 
 
 class _LazyPackage(types.ModuleType):
@@ -61,9 +63,69 @@ class _LazyPackage(types.ModuleType):
         return getattr(self, name)
 
 
+class _Deferred(types.ModuleType):
+    """A module whose body runs when a name it does not define yet is first read (``import x`` alone does not).
+
+    (:class:`importlib.util.LazyLoader` would not do: the ``import`` statement reads ``__spec__``, which runs the body.)
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _IMPORT_PROBES:  # the import system asks, e.g. `__path__` to tell a package from a module
+            raise AttributeError(name)
+        return getattr(_run_body(self), name)
+
+
+_IMPORT_PROBES = frozenset({"__path__", "__file__", "__cached__", "__loader__", "__package__", "__spec__"})
+
+
+def _run_body(module: types.ModuleType) -> types.ModuleType:
+    if isinstance(module, _Deferred):
+        spec = module.__spec__
+        assert spec is not None and spec.loader is not None
+        module.__class__ = types.ModuleType  # type: ignore[assignment]  # from now on, an ordinary module
+        spec.loader.exec_module(module)
+    return module
+
+
+# Imported when mitmproxy starts, used only by what a run never does: QUIC's certificate checks (service_identity, with
+# attrs and pyasn1), reading or writing a YAML options file (ruamel.yaml), parsing typed commands (pyparsing).
+DEFERRED_MODULES = ("service_identity", "ruamel.yaml", "pyparsing", "mitmproxy.command_lexer")
+
+
+def defer_unused_imports() -> None:
+    """Run the bodies of :data:`DEFERRED_MODULES` (a fifth of mitmproxy's import time) on first use (idempotent).
+
+    ``mitmproxy.command`` takes ``unquote`` from its lexer module, whose body builds a pyparsing grammar: that
+    module's stand-in gets an ``unquote`` that runs the real body first (nothing else reads it until a command is
+    parsed).
+    """
+    for name in DEFERRED_MODULES:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:  # pragma: no cover - mitmproxy's dependencies
+            continue
+        module = importlib.util.module_from_spec(spec)
+        module.__class__ = _Deferred
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+    lexer = sys.modules.get("mitmproxy.command_lexer")
+    if isinstance(lexer, _Deferred) and "unquote" not in vars(lexer):
+
+        def unquote(text: str) -> str:
+            real: Any = _run_body(lexer)
+            return str(real.unquote(text))
+
+        lexer.unquote = unquote  # type: ignore[attr-defined]
+
+
 def load_mitmproxy() -> None:
     """Make ``mitmproxy.addons`` importable without its eager ``__init__`` (idempotent)."""
+    defer_unused_imports()
     _skip_message_type_checks()
+    _keep_upstream_proxy_errors()
     if _ADDONS_PACKAGE in sys.modules:
         return
     spec = importlib.util.find_spec(_ADDONS_PACKAGE)
@@ -90,6 +152,28 @@ def _skip_message_type_checks() -> None:
         http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
 
 
+def _keep_upstream_proxy_errors() -> None:
+    """Keep why a chained proxy refused a tunnel (``407 …``) on the server connection it was for.
+
+    mitmproxy (11.x and 12.x) only logs it: ``HttpUpstreamProxy`` closes the tunnel and leaves the server connection
+    without an error, so the request inside the tunnel could not say what went wrong.
+    """
+    from mitmproxy.proxy.layers.http import _upstream_proxy
+
+    cls: Any = _upstream_proxy.HttpUpstreamProxy
+    if getattr(cls, "_authsome_keeps_errors", False):
+        return
+    original = cls.on_handshake_error
+
+    def on_handshake_error(self: Any, err: str) -> Any:
+        if not self.conn.error:
+            self.conn.error = err
+        return (yield from original(self, err))
+
+    cls.on_handshake_error = on_handshake_error
+    cls._authsome_keeps_errors = True
+
+
 def _no_check(self: object) -> None:
     """What ``MessageData.__post_init__`` does under ``python -O``: nothing."""
 
@@ -113,6 +197,19 @@ class _Ready:
 
     def running(self) -> None:
         self.event.set()
+
+
+class _ServerTlsFirst:
+    """mitmproxy addon, after ``TlsConfig``: finish the upstream TLS handshake before the child's.
+
+    The run uses mitmproxy's ``lazy`` connection strategy, so a CONNECT is answered without touching the upstream
+    (``eager`` answers an unreachable one with mitmproxy's own text). The upstream is then reached when the child's
+    ClientHello arrives, before the child's handshake, exactly as ``eager`` does; when that fails the child's
+    handshake still completes, and each request in the tunnel gets authsome's JSON error naming the cause.
+    """
+
+    def tls_clienthello(self, data: Any) -> None:
+        data.establish_server_tls_first = bool(data.context.server.tls)
 
 
 class _Collect(logging.Handler):
@@ -162,6 +259,13 @@ class ProxyServer:
         self._log.collecting = False
         return self.port
 
+    def stop_accepting(self) -> None:
+        """Take no new client connection; those open carry on until :meth:`stop` (a graceful shutdown)."""
+        loop = self._loop
+        if loop is not None and self.front is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self.front.stop_listening)
+
     def stop(self) -> None:
         """Shut mitmproxy down and wait for its thread."""
         loop, master = self._loop, self._master
@@ -193,15 +297,18 @@ class ProxyServer:
 
         self._loop = asyncio.get_running_loop()
         CachingResolver(self._loop, self.options.resolve).install(self._loop)
+        connector = Connector(proxy_address(self.options.upstream_proxy))
+        connector.install(self._loop)
         opts: Any = options.Options()
         master: Any = Master(opts, event_loop=self._loop)
         HookDispatch.install(master)
         self._master = master
         listening = asyncio.Event()
         started = _Ready(listening)
-        # Order matters: authsome's addons decide before mitmproxy's defaults (next_layer, TLS) see an event.
-        master.addons.add(*self.addons)
-        master.addons.add(*(cls() for cls in mitm_addons), started)
+        # Order matters: authsome's addons decide before mitmproxy's defaults (next_layer, TLS) see an event; the
+        # upstream handshakes addon words a failed handshake before the addons that report it read the error.
+        master.addons.add(UpstreamHandshakes(connector), *self.addons)
+        master.addons.add(*(cls() for cls in mitm_addons), _ServerTlsFirst(), started)
         o = self.options
         opts.update(
             mode=[f"upstream:{o.upstream_proxy}" if o.upstream_proxy else "regular"],
@@ -211,7 +318,7 @@ class ProxyServer:
             ssl_verify_upstream_trusted_ca=str(o.upstream_trust),
             http2=http2_is_safe(),
             validate_inbound_headers=True,
-            connection_strategy="eager",
+            connection_strategy="lazy",  # see _ServerTlsFirst
         )
         run = asyncio.ensure_future(master.run())
         waiter = asyncio.ensure_future(listening.wait())
@@ -228,9 +335,9 @@ class ProxyServer:
             accept = next((getattr(s, "handle_stream", None) for s in servers.servers), None)
         if port and self.front is not None:
             try:
-                port = await self.front.start(("127.0.0.1", port), accept)
+                port = await self.front.start(("127.0.0.1", port), accept, self.options.listen)
             except OSError as exc:
-                self._log.errors.append(f"cannot listen on 127.0.0.1: {exc}")
+                self._log.errors.append(f"cannot listen on {self.options.listen[0]}: {exc.strerror or exc}")
                 port = 0
         self.port = port
         if not self.port:

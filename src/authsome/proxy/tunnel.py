@@ -55,7 +55,6 @@ class Tunnels:
         self.targets = targets
         self.log = log
         self._upstream_auth = "Basic " + base64.b64encode(upstream_auth.encode()).decode() if upstream_auth else None
-        self._real_address: dict[str, Address] = {}
 
     # -- CONNECT -------------------------------------------------------------------------------------------------
     def http_connect(self, flow: http.HTTPFlow) -> None:

@@ -4,23 +4,37 @@ Each line is a JSON object with ``seq``, ``ts``, ``event`` and event fields, ``p
 and ``mac`` = HMAC-SHA256 over the canonical line, keyed by a subkey of the master key. Editing, reordering or
 deleting a line breaks the chain; the newest ``seq``/``mac`` is also kept in the store, so cutting lines off the end
 is detected too. Records never hold secrets, query strings or bodies.
+
+Records are written a batch at a time (group commit): one lock, one ``write``, one ``fsync`` and one update of the
+head in the store per batch. :meth:`AuditLog.append` writes a batch of one and returns when it is on disk;
+:meth:`AuditLog.submit` queues a record for a background writer (the proxy's requests), which starts a batch at most
+``MAX_DELAY`` after its first record and takes at most ``MAX_BATCH`` records; :meth:`AuditLog.flush` returns when
+everything queued is on disk. A crash loses at most the records not yet written; a line cut short by one is not part
+of the chain (the next batch removes it) and :meth:`AuditLog.verify` still passes on what remains.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authsome.paths import FILE_MODE, file_lock
-from authsome.store.vault import Vault
+
+if TYPE_CHECKING:
+    from authsome.store.backend import RecordStore
 
 HEAD_KEY = "audit/head"
 GENESIS = "0" * 64
+MAX_DELAY = 0.05  # seconds a queued record may wait before its batch starts
+MAX_BATCH = 512  # records per batch
+Entry = tuple[str, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -36,13 +50,32 @@ class VerifyResult:
 
 
 class AuditLog:
-    """Appends and reads the audit trail of one profile."""
+    """Appends and reads the audit trail of one profile.
 
-    def __init__(self, vault: Vault) -> None:
+    ``vault`` keeps the chain's head; the trail itself is ``audit.jsonl`` in ``directory`` (default: the directory of
+    a SQLite store's file). ``on_error`` hears of a batch the background writer could not write (default: one line
+    on stderr, once).
+    """
+
+    def __init__(
+        self,
+        vault: RecordStore,
+        *,
+        directory: Path | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.vault = vault
-        self.path: Path = vault.path.parent / "audit.jsonl"
-        self.lock_path = vault.path.parent / "audit.lock"
+        if directory is None:
+            store_file = getattr(vault, "path", None)
+            if not isinstance(store_file, Path):
+                raise TypeError("the audit trail needs a directory when the store is not a local file")
+            directory = store_file.parent
+        self.path: Path = directory / "audit.jsonl"
+        self.lock_path = directory / "audit.lock"
         self._key: bytes | None = None
+        self._writer: _GroupWriter | None = None
+        self._writer_lock = threading.Lock()
+        self._on_error = on_error or _warn_once()
 
     def _mac_key(self) -> bytes:
         if self._key is None:
@@ -57,28 +90,56 @@ class AuditLog:
         return crypto.mac(self._mac_key(), _canonical(body))
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Add one record (under a cross-process lock) and return it."""
+        """Add one record and return it once it is on disk."""
+        return self.append_many([(event, fields)])[0]
+
+    def append_many(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+        """Add records in order, as one batch: one lock, one write, one fsync, one head update."""
+        if not entries:
+            return []
         self._mac_key()  # load the key before taking the lock (a keyring may prompt)
         with file_lock(self.lock_path):
-            last = _last_line(self.path)
-            prev_seq, prev_mac = (last["seq"], last["mac"]) if last else (0, GENESIS)
-            body = {"seq": prev_seq + 1, "ts": round(time.time(), 3), "event": event, **fields, "prev": prev_mac}
-            record = {**body, "mac": self._mac(body)}
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
             try:
-                os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+                last = _last_record(fd)
+                seq, prev = (last["seq"], last["mac"]) if last else (0, GENESIS)
+                records, now = [], round(time.time(), 3)
+                for event, fields in entries:
+                    seq += 1
+                    body = {"seq": seq, "ts": now, "event": event, **fields, "prev": prev}
+                    record = {**body, "mac": self._mac(body)}
+                    records.append(record)
+                    prev = record["mac"]
+                _write_all(fd, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            with self.vault.transaction() as txn:
-                txn.write(HEAD_KEY, {"seq": record["seq"], "mac": record["mac"]}, {})
-        return record
+        # The head moves forward only, outside the trail's lock: a refresh holds the store's lock while it appends.
+        with self.vault.transaction() as txn:
+            head = txn.vault.read(HEAD_KEY) or {}
+            if head.get("seq", 0) < seq:
+                txn.write(HEAD_KEY, {"seq": seq, "mac": prev}, {})
+        return records
+
+    def submit(self, event: str, **fields: Any) -> None:
+        """Queue one record for the background writer; it is on disk at most ``MAX_DELAY`` plus a write later."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = _GroupWriter(self)
+        self._writer.put((event, fields))
+
+    def flush(self) -> None:
+        """Return when every record queued so far by :meth:`submit` is on disk (or its batch failed, reported)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record, oldest first (unparseable lines are skipped; ``verify`` reports them)."""
         try:
             with open(self.path, encoding="utf-8") as fh:
                 for line in fh:
+                    if not line.endswith("\n"):
+                        return  # a write cut short by a crash: not a record
                     try:
                         yield json.loads(line)
                     except ValueError:
@@ -88,11 +149,16 @@ class AuditLog:
 
     def verify(self) -> VerifyResult:
         """Check every line's MAC, the chain links and the head kept in the store."""
-        prev, count = GENESIS, 0
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            lines = []
+            text = ""
+        return self.check_chain(text.split("\n")[:-1])  # the last piece is "" or a line cut short by a crash
+
+    def check_chain(self, lines: Iterable[str]) -> VerifyResult:
+        """Check the trail's ``lines`` (oldest first) and the head kept in the store: what :meth:`verify` does with
+        wherever a backend keeps them (the file here, rows in PostgreSQL)."""
+        prev, count = GENESIS, 0
         for number, line in enumerate(lines, 1):
             try:
                 record = json.loads(line)
@@ -114,31 +180,104 @@ class AuditLog:
         return VerifyResult(True, count)
 
 
+class _GroupWriter:
+    """One background (daemon) thread writing queued records in batches, in order."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self._queue: list[Entry] = []
+        self._first_at = 0.0  # when the oldest queued record arrived
+        self._queued = self._done = 0  # records put, records whose batch is over
+        self._flushing = 0  # callers waiting in flush(): no batch waits out the delay meanwhile
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, name="authsome-audit", daemon=True).start()
+
+    def put(self, entry: Entry) -> None:
+        with self._cond:
+            if not self._queue:
+                self._first_at = time.monotonic()
+            self._queue.append(entry)
+            self._queued += 1
+            if len(self._queue) == 1 or len(self._queue) >= MAX_BATCH:
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        with self._cond:
+            target = self._queued
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._done < target:
+                    self._cond.wait()
+            finally:
+                self._flushing -= 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                while len(self._queue) < MAX_BATCH and not self._flushing:
+                    left = self._first_at + MAX_DELAY - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                if self._queue:
+                    self._first_at = 0.0  # they have waited already: the next batch starts at once
+            try:
+                self.log.append_many(batch)
+            except Exception as exc:  # the trail must never stop the proxy; the user is told
+                self.log._on_error(exc)
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+
+
+def _warn_once() -> Callable[[BaseException], None]:
+    warned = False
+
+    def warn(exc: BaseException) -> None:
+        nonlocal warned
+        if not warned:
+            warned = True
+            sys.stderr.write(
+                f"authsome: could not write the audit trail ({type(exc).__name__}); later failures are not shown\n"
+            )
+
+    return warn
+
+
 def _canonical(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _last_line(path: Path) -> dict[str, Any] | None:
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _last_record(fd: int) -> dict[str, Any] | None:
+    """The last record of the open trail; a line cut short by a crash (no newline yet) is cut off first."""
+    size = os.fstat(fd).st_size
+    chunk = 4096
+    while True:
+        start = max(0, size - chunk)
+        data = os.pread(fd, size - start, start)
+        whole = data.rfind(b"\n") + 1  # data[:whole] ends with a whole line
+        if whole == 0 and start > 0:
+            chunk *= 2
+            continue
+        if start + whole < size:
+            size = start + whole
+            os.ftruncate(fd, size)
+        lines = data[:whole].rstrip(b"\n").split(b"\n")
+        if len(lines) > 1 or start == 0:
+            break
+        chunk *= 2
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            chunk = 4096
-            while True:
-                start = max(0, size - chunk)
-                fh.seek(start)
-                data = fh.read(size - start)
-                lines = data.rstrip(b"\n").split(b"\n")
-                if len(lines) > 1 or start == 0:
-                    last = lines[-1]
-                    break
-                chunk *= 2
-    except FileNotFoundError:
-        return None
-    if not last.strip():
-        return None
-    try:
-        record = json.loads(last)
+        record = json.loads(lines[-1]) if lines[-1].strip() else None
     except ValueError:
         return None
     return record if isinstance(record, dict) else None

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from authsome.errors import CredentialMissing, StoreUnavailable
-from authsome.models import ClientConfig, ConnectionInfo, ConnectionStatus, Credential
-from authsome.store.vault import Doc, RecordDamaged, Vault
+from authsome.models import DEFAULT_CONNECTION, ClientConfig, ConnectionInfo, ConnectionStatus, Credential
+from authsome.store.backend import Doc, RecordDamaged, RecordStore
 
 CREDENTIAL_SECRETS = ("api_key", "access_token", "refresh_token", "id_token")
 
@@ -23,6 +23,12 @@ def client_key(provider: str) -> str:
     return f"client/{provider}"
 
 
+def missing(provider: str, name: str) -> CredentialMissing:
+    """The one wording for a connection that is not stored, with the login command that creates it."""
+    flag = "" if name == DEFAULT_CONNECTION else f" --connection {name}"
+    return CredentialMissing(f"no credential stored for {provider}/{name}", f"run `authsome login {provider}{flag}`")
+
+
 def _damaged(provider: str, name: str, exc: RecordDamaged) -> StoreUnavailable:
     return StoreUnavailable(
         f"the stored credential {provider}/{name} failed to load: {exc.reason}",
@@ -33,7 +39,7 @@ def _damaged(provider: str, name: str, exc: RecordDamaged) -> StoreUnavailable:
 class CredentialStore:
     """Domain operations on one profile's vault."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: RecordStore) -> None:
         self.vault = vault
 
     # -- connections ---------------------------------------------------------------------------------------------
@@ -63,10 +69,7 @@ class CredentialStore:
         try:
             doc = self.vault.read(key)
             if doc is None:
-                raise CredentialMissing(
-                    f"no connection {name!r} for {provider}",
-                    f"run `authsome login {provider}" + (f" --connection {name}" if name != "default" else "") + "`",
-                )
+                raise missing(provider, name)
             secrets = {f: self.vault.reveal(key, doc, f) for f in CREDENTIAL_SECRETS}
         except RecordDamaged as exc:
             raise _damaged(provider, name, exc) from None
@@ -135,9 +138,6 @@ class CredentialStore:
             redirect_uri=doc.get("redirect_uri"),
             metadata=dict(doc.get("metadata") or {}),
         )
-
-    def has_client(self, provider: str) -> bool:
-        return bool(self.vault.keys(client_key(provider)))
 
     def save_client(self, provider: str, client: ClientConfig) -> None:
         with self.vault.transaction() as txn:

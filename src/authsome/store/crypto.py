@@ -75,3 +75,26 @@ def subkey(key: bytes, label: str) -> bytes:
 def mac(key: bytes, data: bytes) -> str:
     """HMAC-SHA256 of ``data`` as hex."""
     return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def decrypt_aead(key: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
+    """Plain AES-256-GCM decryption without associated data (how the authsome package seals its store), used only to
+    read such a store; :class:`DecryptionError` on any mismatch."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, None)
+    except (ValueError, InvalidTag):
+        raise DecryptionError("ciphertext does not verify with this key") from None
+
+
+def argon2id(secret: bytes, salt: bytes, *, iterations: int, lanes: int, memory_kib: int) -> bytes:
+    """A 256-bit key derived with Argon2id (RFC 9106), as the authsome package wraps its data key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    try:
+        kdf = Argon2id(salt=salt, length=KEY_BYTES, iterations=iterations, lanes=lanes, memory_cost=memory_kib)
+    except UnsupportedAlgorithm:
+        raise DecryptionError("this build of the cryptography package has no Argon2id") from None
+    except ValueError as exc:
+        raise DecryptionError(f"unusable Argon2id parameters: {exc}") from None
+    return kdf.derive(secret)

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from authsome.errors import StoreUnavailable
 from authsome.paths import Home, create_private_file_exclusive, file_lock
@@ -32,12 +32,25 @@ class KeySource(Protocol):
 
     def load(self) -> bytes: ...
 
+    def exists(self) -> bool:
+        """Whether the key (or, for a passphrase, its salt) has been created; only reads."""
+        ...
+
     def describe(self) -> str: ...
 
 
-def _decode_key(text: str, where: str) -> bytes:
+def decode_key(text: str, where: str) -> bytes:
+    """A base64 key, alone or as the ``"key"`` of a JSON object (how the authsome package writes ``master.key``, so
+    a home shared with it keeps one key file that both read)."""
+    encoded = text.strip()
+    if encoded.startswith("{"):
+        try:
+            doc = json.loads(encoded)
+        except ValueError:
+            doc = None
+        encoded = doc["key"] if isinstance(doc, dict) and isinstance(doc.get("key"), str) else ""
     try:
-        key = base64.b64decode(text.strip(), validate=True)
+        key = base64.b64decode(encoded, validate=True)
     except ValueError:
         key = b""
     if len(key) != KEY_BYTES:
@@ -65,9 +78,12 @@ class FileKeySource:
 
             create_private_file_exclusive(path, base64.b64encode(crypto.new_key()) + b"\n")
         try:
-            return _decode_key(path.read_text(), str(path))
+            return decode_key(path.read_text(), str(path))
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {path}: {exc.strerror}", "check its owner and mode (0600)") from None
+
+    def exists(self) -> bool:
+        return (self.home.root / "master.key").exists()
 
     def describe(self) -> str:
         return f"key file {self.home.root / 'master.key'}"
@@ -103,7 +119,18 @@ class KeyringKeySource:
             raise StoreUnavailable(
                 f"the OS keyring failed: {exc}", "unlock the keyring, or set AUTHSOME_PASSPHRASE"
             ) from None
-        return _decode_key(stored, "the OS keyring")
+        return decode_key(stored, "the OS keyring")
+
+    def exists(self) -> bool:
+        import keyring
+        from keyring.errors import KeyringError
+
+        try:
+            return keyring.get_password(KEYRING_SERVICE, self.username) is not None
+        except KeyringError as exc:
+            raise StoreUnavailable(
+                f"the OS keyring failed: {exc}", "unlock the keyring, or set AUTHSOME_PASSPHRASE"
+            ) from None
 
     def describe(self) -> str:
         import keyring
@@ -144,6 +171,9 @@ class PassphraseKeySource:
             raise StoreUnavailable("wrong passphrase for this store", "check AUTHSOME_PASSPHRASE") from None
         return key
 
+    def exists(self) -> bool:
+        return (self.home.root / "kdf.json").exists()
+
     def describe(self) -> str:
         return f"passphrase (scrypt, {self.home.root / 'kdf.json'})"
 
@@ -176,11 +206,10 @@ def build(name: SourceName, home: Home, env: Mapping[str, str]) -> KeySource:
     return FileKeySource(home)
 
 
-def select(home: Home, env: Mapping[str, str] | None = None) -> KeySource:
-    """The home's recorded key source, choosing (and recording) one on first use."""
+def choose(home: Home, env: Mapping[str, str] | None = None) -> SourceName:
+    """The home's recorded key source, else the one a first use would record; only reads (``doctor`` uses it)."""
     env = os.environ if env is None else env
-    config = home.read_config()
-    chosen = config.get("key_source")
+    chosen = home.read_config().get("key_source")
     if chosen is None:
         forced = env.get("AUTHSOME_KEY_SOURCE")
         if forced is not None and forced not in SOURCES:
@@ -193,12 +222,20 @@ def select(home: Home, env: Mapping[str, str] | None = None) -> KeySource:
             chosen = "passphrase"
         else:
             chosen = "keyring" if keyring_viable() else "file"
-        with file_lock(home.root / ".key.lock"):
-            config = home.read_config()
-            chosen = config.setdefault("key_source", chosen)
-            home.write_config(config)
     if chosen not in SOURCES:
         raise StoreUnavailable(
             f"config.json names an unknown key source {chosen!r}", f"use one of {', '.join(SOURCES)}"
         )
-    return build(chosen, home, env)
+    return cast(SourceName, chosen)
+
+
+def select(home: Home, env: Mapping[str, str] | None = None) -> KeySource:
+    """The home's recorded key source, choosing (and recording) one on first use."""
+    env = os.environ if env is None else env
+    if home.read_config().get("key_source") is None:
+        wanted = choose(home, env)
+        with file_lock(home.root / ".key.lock"):
+            config = home.read_config()
+            config.setdefault("key_source", wanted)
+            home.write_config(config)
+    return build(choose(home, env), home, env)

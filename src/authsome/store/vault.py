@@ -8,37 +8,29 @@ rollback on any exception, so a failed command leaves the store exactly as it wa
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from authsome.errors import StoreUnavailable
 from authsome.paths import FILE_MODE, file_lock, private_umask
 from authsome.secret import Secret
+from authsome.store.backend import Doc, RecordDamaged, dump, seal, unseal
+from authsome.store.backend import parse as _parse
 
 if TYPE_CHECKING:
     from authsome.store import keysource
 
-Doc = dict[str, Any]
+__all__ = ["Doc", "RecordDamaged", "Transaction", "Vault"]
 _SCHEMA = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL)"
 
 
-class RecordDamaged(StoreUnavailable):
-    """A record is not valid JSON, or one of its secrets fails to decrypt (tampered, swapped or wrong key)."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"record {key!r} is damaged: {reason}", "remove it and log in again")
-        self.key = key
-        self.reason = reason
-
-
 class Vault:
-    """The encrypted store of one profile."""
+    """The encrypted store of one profile (the SQLite backend of :class:`authsome.store.backend.RecordStore`)."""
 
     def __init__(self, profile_dir: Path, profile: str, key_loader: Callable[[], keysource.KeySource]) -> None:
         self.path = profile_dir / "store.db"
@@ -55,8 +47,8 @@ class Vault:
             self._key = self._key_loader().load()
         return self._key
 
-    def _aad(self, key: str, field: str) -> str:
-        return f"authsome/v1|{self.profile}|{key}|{field}"
+    def describe(self) -> str:
+        return str(self.path)
 
     # -- connections ---------------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -117,20 +109,12 @@ class Vault:
 
     def reveal(self, key: str, doc: Doc, field: str) -> Secret | None:
         """Decrypt one secret field of a record read from ``key``."""
-        from authsome.store import crypto
-
-        envelope = (doc.get("secrets") or {}).get(field)
-        if envelope is None:
-            return None
-        try:
-            return Secret(crypto.decrypt(self.master_key(), envelope, self._aad(key, field)))
-        except crypto.DecryptionError as exc:
-            raise RecordDamaged(key, f"secret {field!r} failed its integrity check ({exc})") from None
+        return unseal(self.master_key, self.profile, key, doc, field)
 
     # -- writes --------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """The profile's cross-process lock; re-entrant within a thread."""
+    def lock(self, name: str | None = None) -> Iterator[None]:
+        """The profile's cross-process lock (whatever ``name``: the whole profile); re-entrant within a thread."""
         depth = getattr(self._local, "lock_depth", 0)
         if depth:
             self._local.lock_depth = depth + 1
@@ -179,15 +163,8 @@ class Transaction:
 
     def write(self, key: str, doc: Doc, secrets: Mapping[str, Secret | None]) -> None:
         """Store ``doc`` under ``key`` with each given secret encrypted and bound to (profile, key, field)."""
-        from authsome.store import crypto
-
-        master = self.vault.master_key()
-        sealed = {
-            field: crypto.encrypt(master, value.reveal(), self.vault._aad(key, field))
-            for field, value in secrets.items()
-            if value is not None
-        }
-        body = json.dumps({**doc, "secrets": sealed}, sort_keys=True)
+        sealed = seal(self.vault.master_key(), self.vault.profile, key, secrets)
+        body = dump({**doc, "secrets": sealed})
         self.conn.execute(
             "INSERT INTO records(key, value, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -203,7 +180,7 @@ class Transaction:
         doc.update(changes)
         self.conn.execute(
             "UPDATE records SET value = ?, updated_at = ? WHERE key = ?",
-            (json.dumps(doc, sort_keys=True), time.time(), key),
+            (dump(doc), time.time(), key),
         )
         return True
 
@@ -214,13 +191,3 @@ class Transaction:
     def delete_prefix(self, prefix: str) -> int:
         """Delete every record under ``prefix``; returns how many."""
         return self.conn.execute("DELETE FROM records WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)).rowcount
-
-
-def _parse(key: str, value: str) -> Doc:
-    try:
-        doc = json.loads(value)
-    except ValueError:
-        raise RecordDamaged(key, "not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise RecordDamaged(key, "not a JSON object")
-    return doc

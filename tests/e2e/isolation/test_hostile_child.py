@@ -264,3 +264,37 @@ def test_without_isolation_the_guard_rail_and_the_undumpable_proxy_remain(user: 
     assert report[f"/proc/{pid}/environ"].startswith("failed")
     assert report[f"/proc/{pid}/mem"].startswith("failed")
     assert report[f"ptrace {pid}"].startswith("failed")
+
+
+@pytest.fixture
+def rogue() -> Iterator[tuple[Upstream, bytes]]:
+    """A server posing as api.openai.com with a certificate from a CA nobody trusts, and that CA."""
+    ca = trustme.CA()
+    state = Upstream(0, ca.cert_pem.bytes())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Handler,), {"upstream": state}))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("api.openai.com").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, ca.cert_pem.bytes()
+    server.shutdown()
+
+
+def test_a_certificate_planted_in_the_bundle_cache_is_not_trusted_by_later_runs(
+    upstream: Upstream, rogue: tuple[Upstream, bytes]
+) -> None:
+    """Even an unsandboxed child (--no-isolate) that writes its CA into every cached bundle gains nothing: the proxy
+    verifies upstream servers against trust kept where the child cannot write."""
+    server, rogue_ca = rogue
+    user = make_user(upstream, None)
+    try:
+        (user.home / "rogue.pem").write_bytes(rogue_ca)
+        plant = f'for f in $(find "$HOME/.cache/authsome" -name "*.pem"); do cat "$HOME/rogue.pem" >> "$f"; done'
+        assert user.run("authsome", "run", "--no-isolate", "--", "sh", "-c", plant).returncode == 0
+        user.env["AUTHSOME_TEST_RESOLVE"] = f"api.openai.com:443=127.0.0.1:{server.port}"
+        result = user.run("authsome", "run", "--", "sh", "-c", "curl -s https://api.openai.com/v1/models")
+        assert server.authorizations == []  # the impostor never got a request, let alone the key
+        assert "upstream" in result.stdout  # authsome's 502 JSON names the failed upstream
+    finally:
+        shutil.rmtree(user.home, ignore_errors=True)

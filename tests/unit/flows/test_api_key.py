@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.oauth_server.harness import in_background
 
 from authsome.errors import AuthenticationFailed, UsageError
 from authsome.flows.api_key import check_api_key, obtain_api_key
@@ -64,7 +65,7 @@ def test_prompt_asks_again_after_a_bad_key_and_never_echoes_it(api_key_provider:
     ui = PlainUI(secret_answers=["wrong-key-value", GOOD], stream=out)
     cred = obtain_api_key(prov, env={}, stdin=None, ui=ui)
     assert cred.api_key is not None and cred.api_key.reveal() == GOOD
-    assert "does not look like a Acme key" in out.getvalue()
+    assert "does not look like an API key for Acme" in out.getvalue()
     assert "wrong-key-value" not in out.getvalue()
 
 
@@ -113,6 +114,15 @@ def test_no_source_and_no_browser_says_what_to_do(api_key_provider: Callable[...
     assert info.value.hint is not None and "ACME_KEY" in info.value.hint and "stdin" in info.value.hint
 
 
+def test_without_a_terminal_there_is_no_form_to_wait_for(api_key_provider: Callable[..., Any]) -> None:
+    """No env var, an empty pipe, no terminal: a script or an agent gets the error at once (issue 12, item 1)."""
+    ui = PlainUI(browser=lambda url: True, stream=io.StringIO())
+    future = in_background(obtain_api_key, api_key_provider(env_var="ACME_KEY"), env={}, stdin=io.StringIO(""), ui=ui)
+    with pytest.raises(UsageError, match="no API key for Acme: no environment variable, no stdin and no terminal"):
+        future.result(5)
+    assert not ui.messages  # no form was served
+
+
 def test_check_api_key_without_pattern_accepts_any_clean_key(api_key_provider: Callable[..., Any]) -> None:
     assert check_api_key(api_key_provider(), "  anything-goes  ", source="x").reveal() == "anything-goes"
 
@@ -128,7 +138,7 @@ class _FormSession:
         self.pool = ThreadPoolExecutor(1)
         self.ui = PlainUI(browser=self._open, stream=io.StringIO())
         self.future: Future[Credential] = self.pool.submit(
-            obtain_api_key, prov, env={}, stdin=io.StringIO(""), ui=self.ui, timeout=timeout
+            obtain_api_key, prov, env={}, stdin=io.StringIO(""), ui=self.ui, timeout=timeout, allow_browser=True
         )
         assert self.opened.wait(5)
 
@@ -196,7 +206,7 @@ def test_form_url_is_printed_when_no_browser_opens(api_key_provider: Callable[..
     out = io.StringIO()
     ui = PlainUI(stream=out)
     with ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(obtain_api_key, api_key_provider(), env={}, stdin=None, ui=ui, timeout=10)
+        fut = pool.submit(obtain_api_key, api_key_provider(), env={}, stdin=_Tty(""), ui=ui, timeout=10)
         for _ in range(100):
             match = re.search(r"http://127\.0\.0\.1:\d+/[\w-]+/", out.getvalue())
             if match:

@@ -26,7 +26,7 @@ def _start(prov: Any) -> tuple[Any, queue.Queue[str], PlainUI]:
     urls: queue.Queue[str] = queue.Queue()
     ui = PlainUI(browser=lambda url: urls.put(url) is None, stream=io.StringIO())
     pool = ThreadPoolExecutor(1)
-    future = pool.submit(obtain_api_key, prov, env={}, stdin=io.StringIO(""), ui=ui, timeout=20)
+    future = pool.submit(obtain_api_key, prov, env={}, stdin=io.StringIO(""), ui=ui, timeout=20, allow_browser=True)
     pool.shutdown(wait=False)
     return future, urls, ui
 

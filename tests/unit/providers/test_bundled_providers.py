@@ -207,7 +207,10 @@ def bundled_table() -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in sorted(bundled().values(), key=lambda p: p.name):
-        header = f"`{p.api_key.header_name}: {p.api_key.header_prefix}…`" if p.api_key else "`Authorization: Bearer …`"
+        header = "`{}: {}`".format(*p.header("…"))
+        if p.api_key is not None and p.api_key.basic_auth is not None:
+            pair = "…:" if p.api_key.basic_auth == "username" else ":…"
+            header = f"`{p.api_key.header_name}: Basic base64({pair})`"
         env = ", ".join(f"`{v}`" for v in p.export_env) or "—"
         raw = p.to_dict()["host_url"]
         hosts = "<br>".join("`" + h.replace("|", "\\|") + "`" for h in ([raw] if isinstance(raw, str) else raw))

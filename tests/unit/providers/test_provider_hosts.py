@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from authsome.providers.hosts import canonical_host, parse_host_rule
+from authsome.providers.hosts import canonical_host, compile_host_pattern, narrow_host_pattern, parse_host_rule
 
 GOOGLE = r"regex:^([a-z0-9-]+\.)*googleapis\.com$"
 
@@ -201,3 +201,41 @@ def test_accepted_pattern_cannot_stall_on_hostile_input() -> None:
 def test_regex_rule_refuses_overlong_host() -> None:
     rule = parse_host_rule(GOOGLE)
     assert not rule.matches("a." * 130 + "googleapis.com", 443, "/")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "narrowed"),
+    [
+        (r".*githubusercontent\.com$", r"([a-z0-9-]+\.)*githubusercontent\.com"),
+        (r"^.*\.linear\.app$", r"([a-z0-9-]+\.)+linear\.app"),
+        (r".+\.acme\.com", r"([a-z0-9-]+\.)+acme\.com"),
+        (r".+acme\.com", r"([a-z0-9-]+\.)+acme\.com"),
+        (".*googleapis.*", None),  # names no domain
+        (r".*\.com", None),  # a public suffix alone
+        (r"api\.acme\.com", None),  # not a leading wildcard
+        (".*", None),
+    ],
+)
+def test_narrow_host_pattern(pattern: str, narrowed: str | None) -> None:
+    assert narrow_host_pattern(pattern) == narrowed
+
+
+@pytest.mark.parametrize(
+    ("host", "matches"),
+    [
+        ("raw.githubusercontent.com", True),
+        ("githubusercontent.com", True),
+        ("a.b.githubusercontent.com", True),
+        ("evilgithubusercontent.com", False),  # the original '.*' matched this one
+        ("githubusercontent.com.evil.net", False),
+        ("x-githubusercontent.com", False),
+    ],
+)
+def test_a_narrowed_pattern_matches_a_subset_of_the_original(host: str, matches: bool) -> None:
+    import re
+
+    narrowed = narrow_host_pattern(r".*githubusercontent\.com$")
+    assert narrowed is not None
+    assert bool(compile_host_pattern(narrowed).fullmatch(host)) is matches
+    if matches:
+        assert re.fullmatch(r".*githubusercontent\.com", host)

@@ -102,9 +102,9 @@ def test_with_base_url_points_everything_at_a_self_hosted_instance() -> None:
 
 
 def test_with_base_url_allows_loopback_http_for_tests() -> None:
-    p = parse_provider(oauth_provider()).with_base_url("http://127.0.0.1:8765")
-    assert p.oauth is not None and p.oauth.token_url == "http://127.0.0.1:8765/oauth/token"
-    assert (p.host_rules[0].host, p.host_rules[0].port) == ("127.0.0.1", 8765)
+    p = parse_provider(oauth_provider()).with_base_url("http://127.0.0.1:9000")
+    assert p.oauth is not None and p.oauth.token_url == "http://127.0.0.1:9000/oauth/token"
+    assert (p.host_rules[0].host, p.host_rules[0].port) == ("127.0.0.1", 9000)
 
 
 def test_with_base_url_rejects_plain_http_elsewhere() -> None:
@@ -223,8 +223,10 @@ MUTATIONS: list[tuple[str, Any, str]] = [
     ("host_url googleapis", lambda d: d.update(host_url="regex:.*googleapis.*"), "'.' matches any character"),
     ("host_url bad port", lambda d: d.update(host_url="api.acme.test:70000"), "port must be"),
     ("export env name", lambda d: d.update(export={"env": {"A-B": "api_key"}}), "'A-B' is not a valid"),
-    ("export kind", lambda d: d.update(export={"env": {"A": "refresh_token"}}), "export.env.A: must be 'api_key'"),
-    ("export unknown", lambda d: d.update(export={"vars": {}}), "export.vars: unknown field"),
+    ("export kind", lambda d: d.update(export={"env": {"A": "password"}}), "export.env.A: must be 'api_key'"),
+    ("export wrong credential", lambda d: d.update(export={"env": {"access_token": "A"}}), "must be 'api_key'"),
+    ("export flat source", lambda d: d.update(export={"vars": {}}), "export.vars: must be one of API_TOKEN"),
+    ("export flat name", lambda d: d.update(export={"A-B": "API_TOKEN"}), "export.A-B: is not a valid"),
     ("docs control", lambda d: d.update(docs="see\x07"), "docs: must be at most"),
 ]
 

@@ -1,8 +1,23 @@
 from __future__ import annotations
 
-import pytest
+import json
+import tracemalloc
+import zlib
+from collections.abc import Callable
 
-from authsome.proxy.redact import MARKER, StreamRedactor, mask, redact, secrets_of
+import brotli  # type: ignore[import-untyped]
+import pytest
+import zstandard
+
+from authsome.proxy.redact import (
+    MARKER,
+    EncodedRedactor,
+    StreamRedactor,
+    UnsupportedEncoding,
+    mask,
+    redact,
+    secrets_of,
+)
 
 SECRET = "sk-test-0123456789abcdef"
 
@@ -39,3 +54,110 @@ def test_streams_keep_streaming() -> None:
     assert redactor(SECRET.encode()[:5]) == b""
     assert redactor(SECRET.encode()[5:]) == mask(SECRET.encode())
     assert redactor(b"") == b""
+
+
+# -- compressed bodies ---------------------------------------------------------------------------------------------
+def _zlib(wbits: int) -> tuple[Callable[[bytes], bytes], Callable[[], Decoder]]:
+    def encode(data: bytes) -> bytes:
+        c = zlib.compressobj(6, zlib.DEFLATED, wbits)
+        return c.compress(data) + c.flush()
+
+    return encode, lambda: zlib.decompressobj(wbits).decompress
+
+
+CODINGS: dict[str, tuple[str, Callable[[bytes], bytes], Callable[[], Decoder]]] = {
+    "gzip": ("gzip", *_zlib(31)),
+    "deflate": ("deflate", *_zlib(15)),
+    "deflate-raw": ("deflate", *_zlib(-15)),
+    "br": ("br", brotli.compress, lambda: brotli.Decompressor().process),
+    "zstd": (
+        "zstd",
+        zstandard.ZstdCompressor().compress,
+        lambda: zstandard.ZstdDecompressor().decompressobj().decompress,
+    ),
+}
+Decoder = Callable[[bytes], bytes]
+
+
+def encoded(coding: str) -> tuple[EncodedRedactor, list[str], Callable[[bytes], bytes], Callable[[], Decoder]]:
+    name, encode, decoder = CODINGS[coding]
+    errors: list[str] = []
+    return EncodedRedactor(secrets_of([f"Bearer {SECRET}"]), name, errors.append), errors, encode, decoder
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+def test_a_compressed_echo_is_decoded_redacted_and_encoded_again(coding: str) -> None:
+    redactor, errors, encode, decoder = encoded(coding)
+    body = encode(f'{{"you_sent": "Bearer {SECRET}", "again": "{SECRET}"}}'.encode() * 50)
+    out = b"".join(piece for i in range(0, len(body), 5) for piece in redactor(body[i : i + 5]))
+    out += b"".join(redactor(b""))
+    plain = decoder()(out)
+    assert SECRET.encode() not in plain and plain.count(MARKER) == 100 and errors == []
+    assert json.loads(plain[: plain.index(b"}") + 1])["you_sent"].startswith("[redacted]")
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_a_compressed_stream_keeps_streaming(coding: str) -> None:
+    """Each event the server flushes reaches the child as soon as it arrives, decodable on its own."""
+    name, _, decoder = CODINGS[coding]
+    redactor = EncodedRedactor(secrets_of([SECRET]), name, pytest.fail)
+    stream = _flushing_encoder(coding)
+    decode = decoder()
+    for event in (b"data: one\n\n", b"data: two\n\n"):
+        assert decode(b"".join(redactor(stream(event)))) == event
+
+
+def _flushing_encoder(coding: str) -> Callable[[bytes], bytes]:
+    if coding == "gzip":
+        z = zlib.compressobj(6, zlib.DEFLATED, 31)
+        return lambda data: z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    if coding == "br":
+        b = brotli.Compressor()
+        return lambda data: b.process(data) + b.flush()
+    zs = zstandard.ZstdCompressor().compressobj()
+    return lambda data: zs.compress(data) + zs.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+def test_a_decompression_bomb_stays_bounded_in_memory(coding: str) -> None:
+    redactor, errors, encode, _ = encoded(coding)
+    body = encode(b"\0" * (64 << 20))
+    tracemalloc.start()
+    try:
+        sent = sum(len(piece) for i in range(0, len(body), 1 << 16) for piece in redactor(body[i : i + (1 << 16)]))
+        sent += sum(len(piece) for piece in redactor(b""))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert errors == []
+    assert peak < 40 << 20, f"{peak >> 20} MiB held for a 64 MiB body"
+    assert sent < 8 << 20  # encoded again, what goes to the child stays small too
+
+
+@pytest.mark.parametrize("coding", ["x-custom", "gzip, br", "compress"])
+def test_a_coding_it_cannot_read_is_unsupported(coding: str) -> None:
+    with pytest.raises(UnsupportedEncoding):
+        EncodedRedactor([SECRET.encode()], coding, pytest.fail)
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+def test_a_body_that_does_not_decode_stops_the_stream(coding: str) -> None:
+    redactor, errors, encode, decoder = encoded(coding)
+    body = encode(b"x" * 1000)
+    sent = [*redactor(body[:-4] + b"\xff" * 32 + SECRET.encode()), *redactor(SECRET.encode()), *redactor(b"")]
+    assert len(errors) == 1 and ("does not decode" in errors[0] or "ends early" in errors[0])
+    assert SECRET.encode() not in decoder()(b"".join(sent))  # only what decoded went on, checked
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+def test_a_body_that_ends_early_is_an_error(coding: str) -> None:
+    redactor, errors, encode, _ = encoded(coding)
+    body = encode(b"y" * 5000)
+    redactor(body[: len(body) // 2])
+    assert redactor(b"") == []
+    assert len(errors) == 1 and "ends early" in errors[0]
+
+
+def test_an_empty_compressed_body_stays_empty() -> None:
+    redactor, errors, _, _ = encoded("gzip")
+    assert redactor(b"") == [] and errors == []

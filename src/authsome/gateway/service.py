@@ -1,0 +1,213 @@
+"""``authsome gateway serve``: the proxy core of ``authsome run`` as a long-lived service for many agents.
+
+The same parts as a run (:class:`~authsome.proxy.server.ProxyServer`, the front door, the injector, the tunnel
+addon), with two differences: the :class:`~authsome.gateway.principals.AgentAuthenticator` decides who is asking
+(each agent with its own routes, allow rules and connections), and the front door listens where it is told.
+
+It stops on ``SIGTERM`` (or ``SIGINT``): no new connection is accepted, requests under way finish (up to
+``drain_timeout`` seconds), then everything closes and the audit trail is flushed. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from authsome.gateway import state
+from authsome.gateway.address import DEFAULT_HOST, DEFAULT_PORT, Address, is_loopback, show
+from authsome.gateway.events import EventLog, GatewayReporter
+from authsome.gateway.principals import AgentAuthenticator, Lookup, RoutesFor
+from authsome.proxy.auth import FailureLimiter
+from authsome.proxy.report import Audit
+from authsome.proxy.routing import Router
+
+HeadersFor = Callable[[str, str], Mapping[str, str]]
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """What the user chooses: where to listen, how to log, what to trust upstream, how long to drain."""
+
+    listen: Address = (DEFAULT_HOST, DEFAULT_PORT)
+    json_log: bool = False
+    verbose: bool = False
+    confdir: Path | None = None
+    upstream_ca: Path | None = None
+    upstream_proxy: str | None = None
+    drain_timeout: float = 10.0
+
+
+@dataclass
+class GatewayConfig:
+    """Everything the gateway needs; the api layer fills it in (it never sees the store itself)."""
+
+    options: GatewayOptions
+    lookup: Lookup  # agent name -> its record (or None)
+    routes_for: RoutesFor  # (providers, default connections) -> routes
+    headers_for: HeadersFor  # (provider, connection) -> headers to inject; may block (refresh)
+    audit: Audit | None
+    env: Mapping[str, str]
+    files: state.GatewayFiles
+    profile: str = "default"
+    log: EventLog | None = None
+    stop: threading.Event = field(default_factory=threading.Event)  # set it (or send SIGTERM) to stop
+
+
+class _InterceptAll(Router):
+    """mitmproxy's tunnel addon decrypts whatever the front door hands it: the front door has already kept each
+    agent's unrouted tunnels for itself, with that agent's own routes."""
+
+    def intercepts(self, host: str, port: int) -> bool:
+        return True
+
+
+class InFlight:
+    """mitmproxy addon: the requests between their headers and their end, so that a shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._flows: set[str] = set()
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def requestheaders(self, flow: Any) -> None:
+        with self._lock:
+            self._flows.add(flow.id)
+            self.idle.clear()
+
+    def response(self, flow: Any) -> None:
+        self._done(flow)
+
+    def error(self, flow: Any) -> None:
+        self._done(flow)
+
+    def _done(self, flow: Any) -> None:
+        with self._lock:
+            self._flows.discard(flow.id)
+            if not self._flows:
+                self.idle.set()
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+
+def serve(config: GatewayConfig) -> int:
+    """Run the gateway until ``config.stop`` is set or a stop signal arrives; returns the exit code (0)."""
+    options = config.options
+    log = config.log or EventLog(json_lines=options.json_log, verbose=options.verbose)
+    host = options.listen[0]
+    if not is_loopback(host):
+        log.warning(
+            f"listening on {host}, which other machines may reach: anyone there holding an agent token has that "
+            "agent's rights; keep the tokens secret, and give agents the CA certificate only"
+        )
+    with state.running(config.files), _stop_signals(config.stop):
+        return _serve(config, log)
+
+
+@contextmanager
+def _stop_signals(stop: threading.Event) -> Iterator[None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, handle)
+    except ValueError:  # not the main thread (tests): `stop` alone ends it
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(config: GatewayConfig, log: EventLog) -> int:
+    from authsome.proxy.server import ProxyServer, ServerOptions, load_mitmproxy
+
+    load_mitmproxy()
+    from authsome.proxy import ca, environment
+    from authsome.proxy import trust as run_trust
+    from authsome.proxy.addon import Injector
+    from authsome.proxy.auth import ProxyAuth
+    from authsome.proxy.onboarding import LazyOnboarding
+    from authsome.proxy.relay import FrontDoor
+    from authsome.proxy.runner import front_upstream, parse_resolve, upstream_proxy
+    from authsome.proxy.tunnel import Targets, Tunnels
+
+    options, env = config.options, config.env
+    resolve = parse_resolve(env.get(environment.TEST_RESOLVE_VAR, ""))
+    upstream = upstream_proxy(options.upstream_proxy, env)
+    confdir = (options.confdir or ca.default_confdir()).expanduser()
+    ca_pem = ca.ensure_ca(confdir)
+    reporter = GatewayReporter(log, config.audit)
+    authenticator = AgentAuthenticator(config.lookup, config.routes_for, limiter=FailureLimiter(), on_denied=log.denied)
+    ready = threading.Event()
+    inflight = InFlight()
+    targets = Targets()
+    with tempfile.TemporaryDirectory(prefix="authsome-gateway-") as scratch:
+        trusted = run_trust.prepare(
+            run_trust.cache_dir(env), ca_pem, env, upstream_ca=options.upstream_ca, scratch=Path(scratch)
+        )
+        addons = [
+            ProxyAuth(authenticator),
+            inflight,
+            Injector(Router([]), config.headers_for, targets, reporter),
+            Tunnels(_InterceptAll([]), targets, upstream_auth=upstream[1] if upstream else None, log=reporter.info),
+            LazyOnboarding(),
+        ]
+        front = FrontDoor(
+            Router([]),
+            authenticator,
+            upstream=front_upstream(upstream, trusted.upstream),
+            reporter=reporter,
+            health=ready.is_set,
+        )
+        server_options = ServerOptions(
+            confdir,
+            trusted.upstream,
+            upstream[0] if upstream else None,
+            options.verbose,
+            resolve,
+            listen=options.listen,
+        )
+        server = ProxyServer(server_options, addons, front)
+        try:
+            port = server.start()
+            address = show((options.listen[0], port))
+            facts = {
+                "pid": os.getpid(),
+                "listen": address,
+                "profile": config.profile,
+                "started_at": time.time(),
+                "ca_cert": str(ca.ca_cert_path(confdir)),
+                "ca_bundle": str(state.write_bundle(config.files.bundle, ca_pem, env)),
+            }
+            state.publish(config.files, facts)
+            ready.set()
+            log.event("listening", f"listening on {address} (profile {config.profile}, pid {os.getpid()})", **facts)
+            while not config.stop.wait(1.0):  # a timeout: signal handlers run on this (main) thread
+                pass
+            ready.clear()
+            server.stop_accepting()
+            log.event("draining", f"stopping: {len(inflight)} request(s) under way", in_flight=len(inflight))
+            finished = inflight.idle.wait(options.drain_timeout)
+            if not finished:
+                log.warning(f"{len(inflight)} request(s) still under way after {options.drain_timeout:g} s: cut")
+        finally:
+            server.stop()
+            reporter.close()
+            trusted.close()
+    log.event("stopped", "stopped", clean=True)
+    return 0

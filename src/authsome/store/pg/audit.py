@@ -1,0 +1,86 @@
+"""The audit trail in PostgreSQL: one hash chain per profile, appended to by every replica.
+
+The records and their chain are those of the local trail (:mod:`authsome.store.audit`: ``seq``, ``prev``, ``mac``,
+the head kept in the records as ``audit/head``); only where the lines live differs: rows of ``authsome_audit``.
+A batch is one transaction that takes the profile's audit lock (``pg_advisory_xact_lock``), reads the last record,
+inserts the batch and moves the head, so replicas append in turn to one global chain, and a batch is either all in
+the trail (committed) or not at all. ``authsome log --verify`` checks every record, whichever replica wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from authsome.store.audit import GENESIS, HEAD_KEY, AuditLog, Entry, VerifyResult
+from authsome.store.pg.schema import lock_id
+from authsome.store.pg.vault import PgVault
+
+PAGE = 1000  # records read per query
+
+
+class PgAuditLog(AuditLog):
+    """The audit trail of one profile in the shared database."""
+
+    def __init__(
+        self, vault: PgVault, directory: Path, *, on_error: Callable[[BaseException], None] | None = None
+    ) -> None:
+        super().__init__(vault, directory=directory, on_error=on_error)  # (the local trail's paths stay unused)
+        self.pg = vault
+        self._lock = lock_id(vault.profile, "audit")
+
+    def append_many(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+        """Add records in order, as one transaction: committed when this returns."""
+        if not entries:
+            return []
+        self._mac_key()  # load the key before taking the lock (a keyring may prompt)
+        with self.pg.transaction() as txn:
+            txn.conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
+            row = txn.conn.execute(
+                "SELECT line FROM authsome_audit WHERE profile = %s ORDER BY seq DESC LIMIT 1", (self.pg.profile,)
+            ).fetchone()
+            last = json.loads(row[0]) if row else None
+            seq, prev = (int(last["seq"]), str(last["mac"])) if last else (0, GENESIS)
+            records, now = [], round(time.time(), 3)
+            for event, fields in entries:
+                seq += 1
+                body = {"seq": seq, "ts": now, "event": event, **fields, "prev": prev}
+                record = {**body, "mac": self._mac(body)}
+                records.append(record)
+                prev = record["mac"]
+            with txn.conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO authsome_audit (profile, seq, line) VALUES (%s, %s, %s)",
+                    [(self.pg.profile, r["seq"], json.dumps(r, sort_keys=True)) for r in records],
+                )
+            txn.write(HEAD_KEY, {"seq": seq, "mac": prev}, {})
+        return records
+
+    def _lines(self) -> Iterator[str]:
+        after = 0
+        while True:
+            with self.pg.db.connection() as conn:
+                rows = conn.execute(
+                    "SELECT seq, line FROM authsome_audit WHERE profile = %s AND seq > %s ORDER BY seq LIMIT %s",
+                    (self.pg.profile, after, PAGE),
+                ).fetchall()
+            for seq, line in rows:
+                after = int(seq)
+                yield str(line)
+            if len(rows) < PAGE:
+                return
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record, oldest first."""
+        for line in self._lines():
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+    def verify(self) -> VerifyResult:
+        """Check every record's MAC, the chain links and the head kept in the records."""
+        return self.check_chain(self._lines())
