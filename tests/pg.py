@@ -101,6 +101,22 @@ def _run_as(user: str | None, argv: list[str]) -> subprocess.CompletedProcess[st
     return subprocess.run(argv, user=user, check=True, capture_output=True, text=True, cwd="/")
 
 
+def _sweep(bindir: Path, user: str | None) -> None:
+    """Stop and remove the servers of test processes that died without stopping theirs (killed, timed out)."""
+    for base in Path(tempfile.gettempdir()).glob("authsome-pg-*"):
+        try:
+            owner = int((base / "owner").read_text())
+            os.kill(owner, 0)
+            continue  # its process is alive: its server is in use
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _run_as(user, [str(bindir / "pg_ctl"), "stop", "-D", str(base / "data"), "-m", "immediate", "-s"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -117,7 +133,9 @@ def start_server(*, durable: bool = False) -> PgServer:
         bindir = find_bindir()
         assert bindir is not None, "apt installed postgresql but no initdb was found"
     user = _system_user()
+    _sweep(bindir, user)
     base = Path(tempfile.mkdtemp(prefix="authsome-pg-"))
+    (base / "owner").write_text(str(os.getpid()))
     datadir, sockets, pwfile = base / "data", base / "run", base / "pw"
     password = secrets.token_urlsafe(18)
     pwfile.write_text(password + "\n")

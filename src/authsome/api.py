@@ -566,12 +566,16 @@ class Authsome:
         policy_file: Path | None = None,
         upstream_proxy: str | None = None,
         isolate: bool = True,
+        use_gateway: bool = True,
     ) -> int:
         """Run ``command`` behind the credential-injecting proxy and return its exit code.
 
         ``providers`` limits injection (default: every connected provider); ``connections`` maps a provider to a
         non-default connection; ``allow``/``policy_file`` restrict what the child may call (see authsome.policy).
         ``isolate`` (default) hides this home, the CA key and every process outside the child's sandbox from it.
+        With ``use_gateway`` (default), a gateway running for this profile serves the child (an agent with the run's
+        rights, ended with the run) unless the run asks for what only its own proxy does (``verbose``, an upstream
+        CA or proxy, another CA directory); otherwise the run starts its own proxy.
         """
         from authsome import isolation
 
@@ -584,6 +588,11 @@ class Authsome:
             self.provider(name)
         policy = build_policy(allow, policy_file)
         routes = self._routes(providers, connections)
+        gateway = None
+        if use_gateway and not (verbose or upstream_ca or upstream_proxy or confdir or self.env.get("AUTHSOME_RUN")):
+            from authsome.gateway.client import lease_for_run
+
+            gateway = lease_for_run(self.gateway_files, providers, connections, policy)
         config = RunConfig(
             command=list(command),
             routes=routes,
@@ -598,6 +607,7 @@ class Authsome:
             env=self.env,
             isolate=isolate,
             hide=[self.home.root],
+            gateway=gateway,
         )
         try:
             return int(run_command(config))

@@ -326,9 +326,7 @@ def revoke(provider: str) -> None:
         if revoked:
             o.console().print(f"{provider}: revoked at the provider: {', '.join(revoked)}")
         if local_only:
-            o.console().print(
-                f"{provider}: nothing revoked remotely (no revocation endpoint): {', '.join(local_only)}"
-            )
+            o.console().print(f"{provider}: nothing revoked remotely (no revocation endpoint): {', '.join(local_only)}")
         o.console().print(f"{provider}: removed locally: {', '.join(result['removed'])}")
 
     o.emit(result, human)
@@ -429,8 +427,12 @@ def log_cmd(
     auth = api()
     if verify:
         result = auth.verify_log()
-        o.emit(result.to_dict(), lambda: click.echo(
-            f"ok: {result.records} records, chain intact" if result.ok else f"TAMPERED: {result.problem}"))
+        o.emit(
+            result.to_dict(),
+            lambda: click.echo(
+                f"ok: {result.records} records, chain intact" if result.ok else f"TAMPERED: {result.problem}"
+            ),
+        )
         sys.exit(0 if result.ok else 1)
     cutoff = time.time() - _parse_age(since) if since else None
     records = auth.log(run_id=run_id, provider=provider, since=cutoff, agent=agent)
@@ -517,6 +519,11 @@ def _format_record(record: dict[str, Any]) -> str:
     is_flag=True,
     help="Run COMMAND as a plain child process, able to read the store (default: sandboxed, Linux).",
 )
+@click.option(
+    "--no-gateway",
+    is_flag=True,
+    help="Start a proxy for this run even when a gateway is running (default: the gateway serves the run).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @common_options
 def run(
@@ -528,6 +535,7 @@ def run(
     upstream_proxy: str | None,
     allow_nested: bool,
     no_isolate: bool,
+    no_gateway: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND behind a local proxy that injects credentials; exits with COMMAND's exit code.
@@ -552,6 +560,7 @@ def run(
         policy_file=policy_file,
         upstream_proxy=upstream_proxy,
         isolate=not no_isolate,
+        use_gateway=not no_gateway,
     )
     exit_now(code)  # the child's exit code is known and the audit trail flushed: no interpreter teardown
 

@@ -90,6 +90,11 @@ class AgentAuthenticator:
             self._answers[key] = (now, verdict)
         return verdict
 
+    def forget(self, name: str) -> None:
+        """Drop what is cached of agent ``name``: its next request is checked afresh (a run's agent that ended)."""
+        self._answers = {k: v for k, v in self._answers.items() if v[1].name != name}
+        self._rights.pop(name, None)
+
     def _check(self, header: str, peer: str | None, now: float) -> Verdict:
         if not header:
             return self._deny(peer, None, Denied(407, NO_CREDENTIALS))

@@ -26,6 +26,7 @@ from authsome.gateway import state
 from authsome.gateway.address import DEFAULT_HOST, DEFAULT_PORT, Address, is_loopback, show
 from authsome.gateway.events import EventLog, GatewayReporter
 from authsome.gateway.principals import AgentAuthenticator, Lookup, RoutesFor
+from authsome.gateway.runs import ControlServer, RunAgents, lookup_with
 from authsome.proxy.auth import FailureLimiter
 from authsome.proxy.report import Audit
 from authsome.proxy.routing import Router
@@ -152,7 +153,10 @@ def _serve(config: GatewayConfig, log: EventLog) -> int:
     confdir = (options.confdir or ca.default_confdir()).expanduser()
     ca_pem = ca.ensure_ca(confdir)
     reporter = GatewayReporter(log, config.audit)
-    authenticator = AgentAuthenticator(config.lookup, config.routes_for, limiter=FailureLimiter(), on_denied=log.denied)
+    runs = RunAgents()  # the agents of `authsome run`s served here: in memory, for the life of each run
+    lookup = lookup_with(runs, config.lookup)
+    authenticator = AgentAuthenticator(lookup, config.routes_for, limiter=FailureLimiter(), on_denied=log.denied)
+    runs.on_drop = authenticator.forget
     ready = threading.Event()
     inflight = InFlight()
     targets = Targets()
@@ -194,12 +198,15 @@ def _serve(config: GatewayConfig, log: EventLog) -> int:
                 "ca_cert": str(ca.ca_cert_path(confdir)),
                 "ca_bundle": str(state.write_bundle(config.files.bundle, ca_pem, env)),
             }
+            control = ControlServer(config.files.control, runs, lambda: facts)
+            control.start()
             state.publish(config.files, facts)
             ready.set()
             log.event("listening", f"listening on {address} (profile {config.profile}, pid {os.getpid()})", **facts)
             while not config.stop.wait(1.0):  # a timeout: signal handlers run on this (main) thread
                 pass
             ready.clear()
+            control.stop()
             server.stop_accepting()
             log.event("draining", f"stopping: {len(inflight)} request(s) under way", in_flight=len(inflight))
             finished = inflight.idle.wait(options.drain_timeout)

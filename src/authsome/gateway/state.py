@@ -5,6 +5,7 @@
 * ``gateway.pid`` and ``state.json`` (pid, address, CA paths, start time): written once listening, removed on a clean
   exit; a leftover from a killed gateway is ignored because the lock is free.
 * ``gateway.log``: what ``authsome gateway start`` sends the background gateway's lines to.
+* ``control.sock``: where ``authsome run`` gets an agent for its child (:mod:`authsome.gateway.runs`).
 * ``ca-bundle.pem``: what an agent trusts: the system CAs, the CAs of the gateway's ``SSL_CERT_FILE`` /
   ``REQUESTS_CA_BUNDLE`` and the gateway's CA (certificates only; public).
 """
@@ -57,6 +58,11 @@ class GatewayFiles:
     @property
     def bundle(self) -> Path:
         return self.root / "ca-bundle.pem"
+
+    @property
+    def control(self) -> Path:
+        """The control socket ``authsome run`` asks for a per-run agent (authsome.gateway.runs)."""
+        return self.root / "control.sock"
 
 
 class AlreadyRunning(AuthsomeError):

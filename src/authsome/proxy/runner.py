@@ -16,10 +16,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from authsome import isolation
@@ -28,11 +28,13 @@ from authsome.isolation import SandboxedChild
 from authsome.policy import Policy
 from authsome.proxy import ca, environment
 from authsome.proxy import trust as run_trust
-from authsome.proxy.relay import FrontDoor, UpstreamProxy
 from authsome.proxy.report import Audit, Reporter
 from authsome.proxy.routing import Route, Router
 
-__all__ = ["Route", "RunConfig", "parse_resolve", "run_command"]
+if TYPE_CHECKING:
+    from authsome.proxy.relay import UpstreamProxy
+
+__all__ = ["GatewayRun", "Route", "RunConfig", "parse_resolve", "run_command"]
 
 PROXY_USER = "authsome"
 RUN_DIR_PREFIX = "authsome-run-"
@@ -58,6 +60,7 @@ class RunConfig:
     ``host``, ``port``, ``path`` (no query), ``provider``, ``connection``, ``reason``, ``status``, ``duration_ms``.
     ``isolate`` starts the child where it cannot see ``hide`` (the authsome home) nor the CA directory, nor any
     process outside its sandbox (Linux; see :mod:`authsome.isolation`); False runs it as a plain child process.
+    ``gateway``: a running gateway serves the child (no proxy starts here, ``routes`` only name its placeholders).
     """
 
     command: Sequence[str]
@@ -79,6 +82,25 @@ class RunConfig:
     stderr: Stream = None
     isolate: bool = True
     hide: Sequence[Path] = ()
+    gateway: GatewayRun | None = None
+
+
+@dataclass(frozen=True)
+class GatewayRun:
+    """The running gateway's agent for one run (see authsome.gateway.client): where the child's proxy is, as whom,
+    and the CA the gateway signs with. ``close`` ends the agent (the gateway refuses its token from then on)."""
+
+    host: str
+    port: int
+    user: str
+    token: str = field(repr=False)
+    ca_cert: Path
+    close: Callable[[], None]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{self.user}:{self.token}@{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -106,9 +128,39 @@ def run_command(config: RunConfig) -> int:
         return plan
     with _SignalRelay() as relay, _private_tempdir() as tmp:
         try:
+            if config.gateway is not None:
+                return _run_through_gateway(config, config.gateway, plan, relay, tmp)
             return _serve_and_run(config, plan, relay, tmp)
         finally:
             plan.reporter.close()
+
+
+def _run_through_gateway(config: RunConfig, gateway: GatewayRun, plan: _Plan, relay: _SignalRelay, tmp: Path) -> int:
+    """The child, served by the running gateway: the same environment and sandbox, no proxy started here."""
+    parent = plan.parent
+    try:
+        sandbox = _start_sandbox(config, gateway.ca_cert.parent, tmp, parent)
+        try:
+            trusted = run_trust.prepare(run_trust.cache_dir(parent), gateway.ca_cert.read_bytes(), parent, scratch=tmp)
+            try:
+                env = environment.child_env(
+                    parent,
+                    url=gateway.url,
+                    bundle=trusted.bundle,
+                    cert_dir=trusted.cert_dir,
+                    node_bundle=trusted.node_bundle,
+                    providers=[r.provider for r in plan.router.routes],
+                )
+                if relay.pending is not None:
+                    return 128 + relay.pending
+                return _run_child(plan.command, env, relay, config, sandbox)
+            finally:
+                trusted.close()
+        finally:
+            if sandbox is not None:
+                sandbox.cancel()
+    finally:
+        gateway.close()
 
 
 def _plan(config: RunConfig) -> _Plan | int:
@@ -202,6 +254,8 @@ def _serve(
         Tunnels(router, targets, upstream_auth=upstream[1] if upstream else None, log=log),
         LazyOnboarding(),
     ]
+    from authsome.proxy.relay import FrontDoor
+
     front = FrontDoor(router, credential, upstream=front_upstream(upstream, trust), log=log, reporter=reporter)
     options = ServerOptions(confdir, trust, upstream[0] if upstream else None, config.verbose, plan.resolve)
     server = ProxyServer(options, addons, front)
@@ -232,6 +286,8 @@ def front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> Upst
     parts = urlsplit(upstream[0])
     assert parts.hostname is not None and parts.port is not None
     tls = ssl.create_default_context(cafile=str(trust)) if parts.scheme == "https" else None
+    from authsome.proxy.relay import UpstreamProxy
+
     return UpstreamProxy(parts.scheme, (parts.hostname, parts.port), upstream[1], tls)
 
 

@@ -11,11 +11,13 @@ import io
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,6 +110,7 @@ class User:
     env: dict[str, str]
     prefix: list[str]
     unprivileged: bool = False
+    gateway: bool = False
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -168,16 +171,33 @@ NO_NAMESPACES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(params=["root", "unprivileged", "landlock"])
+@pytest.fixture(params=["root", "unprivileged", "landlock", "root-gateway", "unprivileged-gateway"])
 def user(request: pytest.FixtureRequest, upstream: Upstream) -> Iterator[User]:
-    if request.param == "unprivileged":
+    """The user, and with ``-gateway`` a running `authsome gateway` that serves their runs (no proxy per run)."""
+    kind = str(request.param)
+    if kind.startswith("unprivileged"):
         if os.geteuid() != 0:
             pytest.skip("dropping to another user needs root; this run is already unprivileged")
         made = make_user(upstream, UNPRIVILEGED)
     else:
-        made = make_user(upstream, None, NO_NAMESPACES if request.param == "landlock" else [])
+        made = make_user(upstream, None, NO_NAMESPACES if kind == "landlock" else [])
+    if kind.endswith("gateway"):
+        started = made.run("authsome", "gateway", "start", "--listen", "127.0.0.1:0")
+        assert started.returncode == 0, started.stdout + started.stderr
+        made.gateway = True
     yield made
+    if made.gateway:
+        made.run("authsome", "gateway", "stop")
     shutil.rmtree(made.home, ignore_errors=True)
+
+
+def run_agents(user: User) -> set[str]:
+    """The agents named in the audit trail's request records (a run served by the gateway has one of its own)."""
+    listed = user.run("authsome", "log", "--json")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    records = data["records"] if isinstance(data, dict) else data
+    return {r.get("agent") for r in records if r.get("event") == "request" and r.get("agent")}
 
 
 WELL_BEHAVED = """
@@ -193,6 +213,7 @@ echo "git: $(git -C repo log --oneline | wc -l) commit"
 pip download -q --no-deps --index-url https://pypi.example.test/simple -d downloads demo
 echo "pip: $(ls downloads)"
 echo note > "$HOME/agent-note.txt" && echo "home: written"
+echo "$HTTPS_PROXY" > proxy-url
 """
 
 
@@ -247,6 +268,12 @@ def test_a_well_behaved_agent_still_works_inside_the_sandbox(user: User, upstrea
     assert "pip: demo-1.0-py3-none-any.whl" in result.stdout
     assert (user.home / "agent-note.txt").read_text() == "note\n"
     assert "warning" not in result.stderr
+    if user.gateway:  # the gateway served it, as an agent of the run's own that ended with it
+        assert any(name.startswith("run.") for name in run_agents(user))
+        proxy = (user.work / "proxy-url").read_text().strip()
+        after = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy,
+                                "http://www.example.org/"], capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert after.stdout == "407"  # the run's agent died with the run
 
 
 def test_without_isolation_the_guard_rail_and_the_undumpable_proxy_remain(user: User) -> None:
@@ -290,11 +317,28 @@ def test_a_certificate_planted_in_the_bundle_cache_is_not_trusted_by_later_runs(
     user = make_user(upstream, None)
     try:
         (user.home / "rogue.pem").write_bytes(rogue_ca)
-        plant = f'for f in $(find "$HOME/.cache/authsome" -name "*.pem"); do cat "$HOME/rogue.pem" >> "$f"; done'
+        plant = 'for f in $(find "$HOME/.cache/authsome" -name "*.pem"); do cat "$HOME/rogue.pem" >> "$f"; done'
         assert user.run("authsome", "run", "--no-isolate", "--", "sh", "-c", plant).returncode == 0
         user.env["AUTHSOME_TEST_RESOLVE"] = f"api.openai.com:443=127.0.0.1:{server.port}"
         result = user.run("authsome", "run", "--", "sh", "-c", "curl -s https://api.openai.com/v1/models")
         assert server.authorizations == []  # the impostor never got a request, let alone the key
         assert "upstream" in result.stdout  # authsome's 502 JSON names the failed upstream
     finally:
+        shutil.rmtree(user.home, ignore_errors=True)
+
+
+def test_run_falls_back_to_its_own_proxy_when_the_gateway_is_gone(upstream: Upstream) -> None:
+    user = make_user(upstream, None)
+    try:
+        started = user.run("authsome", "--json", "gateway", "start", "--listen", "127.0.0.1:0")
+        assert started.returncode == 0, started.stderr
+        os.kill(int(json.loads(started.stdout)["pid"]), signal.SIGKILL)
+        time.sleep(0.2)  # the kernel closes its sockets; its control socket file stays behind
+        before = len(upstream.authorizations)
+        result = user.run("authsome", "run", "--", "curl", "-s", "--fail", "https://api.openai.com/v1/models")
+        assert result.returncode == 0, result.stderr
+        assert upstream.authorizations[before:] == [f"Bearer {SECRET}"]
+        assert not any(name.startswith("run.") for name in run_agents(user))  # served by a proxy of its own
+    finally:
+        user.run("authsome", "gateway", "stop")
         shutil.rmtree(user.home, ignore_errors=True)
