@@ -592,7 +592,12 @@ class Authsome:
         if use_gateway and not (verbose or upstream_ca or upstream_proxy or confdir or self.env.get("AUTHSOME_RUN")):
             from authsome.gateway.client import lease_for_run
 
-            gateway = lease_for_run(self.gateway_files, providers, connections, policy)
+            stored: dict[str, list[str]] = {}
+            for info in self.store.connections():
+                stored.setdefault(info.provider, []).append(info.name)
+            choices = {r.provider.name: [r.connection, *(n for n in stored.get(r.provider.name, []) if n != r.connection)]
+                       for r in routes}  # fmt: skip
+            gateway = lease_for_run(self.gateway_files, [r.provider.name for r in routes], choices, policy)
         config = RunConfig(
             command=list(command),
             routes=routes,

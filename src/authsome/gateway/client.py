@@ -23,9 +23,12 @@ _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
 
 def lease_for_run(
-    files: GatewayFiles, providers: Sequence[str], connections: Mapping[str, str], policy: Policy
+    files: GatewayFiles, providers: Sequence[str], connections: Mapping[str, Sequence[str]], policy: Policy
 ) -> GatewayRun | None:
-    """An agent of the running gateway for this run, or None (no gateway, or it refused: the run goes on alone)."""
+    """An agent of the running gateway for this run, or None (no gateway, or it refused: the run goes on alone).
+
+    ``connections`` maps each routed provider to its connections, the run's own first (``X-Authsome-Connection`` may
+    pick the others, as in a run with its own proxy)."""
     if not files.control.exists():
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -33,7 +36,7 @@ def lease_for_run(
     request = {
         "op": "run",
         "providers": list(providers),
-        "connections": dict(connections),
+        "connections": {provider: list(names) for provider, names in connections.items()},
         "allow": [str(rule) for rule in policy.rules],
         "policy_source": policy.source if policy.rules else None,
     }

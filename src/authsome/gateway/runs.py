@@ -2,7 +2,8 @@
 
 ``<home>/profiles/<p>/gateway/control.sock`` (0600, in a 0700 directory, under the home the child of ``run`` cannot
 see) accepts connections from processes of this user only (``SO_PEERCRED``). A connection sends one JSON line,
-``{"op": "run", "providers": [...], "connections": {provider: name}, "allow": [rules], "policy_source": str}``, and
+``{"op": "run", "providers": [...], "connections": {provider: [name, ...]}, "allow": [rules], "policy_source": str}``
+(the first connection is the one a provider's requests get; the others may be picked per request, as in a run), and
 gets one back: ``{"agent", "token", "listen", "ca_cert"}`` (or ``{"error"}``). The agent — named ``run.<hex>``, a name
 no stored agent can have — is held in memory only, and dropped the moment the connection closes: when the run ends,
 however it ends (``kill -9`` included). Nothing on this socket ever returns a credential; the token it hands out
@@ -130,7 +131,10 @@ class ControlServer:
 def _rights(request: Mapping[str, Any]) -> Rights:
     if request.get("op") != "run":
         raise ValueError("unknown op")
-    connections = {str(p): (str(name),) for p, name in dict(request.get("connections") or {}).items()}
+    connections = {  # per provider: the connection its requests get, then the others X-Authsome-Connection may pick
+        str(p): tuple(map(str, names)) if isinstance(names, list) else (str(names),)
+        for p, names in dict(request.get("connections") or {}).items()
+    }
     providers = tuple(sorted({*map(str, request.get("providers") or ()), *connections}))
     allow = tuple(str(rule) for rule in request.get("allow") or ())
     source = request.get("policy_source")

@@ -342,3 +342,13 @@ def test_run_falls_back_to_its_own_proxy_when_the_gateway_is_gone(upstream: Upst
     finally:
         user.run("authsome", "gateway", "stop")
         shutil.rmtree(user.home, ignore_errors=True)
+
+
+def test_a_request_may_pick_another_stored_connection_in_either_mode(user: User, upstream: Upstream) -> None:
+    login = user.run("authsome", "login", "openai", "--connection", "work", stdin=SECRET + "-work\n")
+    assert login.returncode == 0, login.stderr
+    before = len(upstream.authorizations)
+    pick = "curl -s --fail -H 'X-Authsome-Connection: work' https://api.openai.com/v1/models"
+    result = user.run("authsome", "run", "--", "sh", "-c", f"curl -s --fail https://api.openai.com/v1/models && {pick}")
+    assert result.returncode == 0, result.stderr
+    assert upstream.authorizations[before:] == [f"Bearer {SECRET}", f"Bearer {SECRET}-work"]
