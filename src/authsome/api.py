@@ -595,8 +595,10 @@ class Authsome:
             stored: dict[str, list[str]] = {}
             for info in self.store.connections():
                 stored.setdefault(info.provider, []).append(info.name)
-            choices = {r.provider.name: [r.connection, *(n for n in stored.get(r.provider.name, []) if n != r.connection)]
-                       for r in routes}  # fmt: skip
+            choices = {  # the run's connection first, then the others a request may pick
+                r.provider.name: [r.connection, *(n for n in stored.get(r.provider.name, []) if n != r.connection)]
+                for r in routes
+            }
             gateway = lease_for_run(self.gateway_files, [r.provider.name for r in routes], choices, policy)
         config = RunConfig(
             command=list(command),

@@ -387,7 +387,7 @@ def _sandbox(auth: Authsome) -> Check:
         False,
         f"none: {found.reason}; a child of `authsome run` can read the store like any process of yours",
         "allow unprivileged user namespaces (e.g. sysctl kernel.apparmor_restrict_unprivileged_userns=0, or an"
-        " AppArmor profile for this Python) or enable Landlock; see docs/security.md",
+        " AppArmor profile for this Python) or enable Landlock (lsm=...,landlock)",
     )
 
 

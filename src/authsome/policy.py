@@ -143,6 +143,10 @@ def _rules_from_table(entry: dict[str, Any], where: str) -> Iterable[Rule]:
         yield parse_rule(f"{who}:{','.join(methods) if methods != ['*'] else '*'} {path}")
 
 
+_ALLOW_EXAMPLE = 'e.g. allow = ["github:GET /repos/**"]'
+_RULE_EXAMPLE = 'e.g. [[rule]] provider = "github", methods = ["GET"], paths = ["/repos/**"]'
+
+
 def load_policy_file(path: Path) -> list[Rule]:
     """Rules from a TOML (``.toml``) or JSON file."""
     try:
@@ -159,17 +163,17 @@ def load_policy_file(path: Path) -> list[Rule]:
     except ValueError as exc:
         raise UsageError(f"policy file {path} does not parse: {exc}", "fix the syntax (TOML or JSON)") from None
     if not isinstance(data, dict) or set(data) - {"allow", "rule"}:
-        raise UsageError(f"policy file {path} must hold `allow` (strings) and/or `rule` (tables)", "see docs/proxy.md")
+        raise UsageError(f"policy file {path} must hold `allow` (strings) and/or `rule` (tables)", _ALLOW_EXAMPLE)
     rules = [parse_rule(r) for r in data.get("allow", []) if isinstance(r, str) or _bad(path, r)]
     for entry in data.get("rule", []):
         if not isinstance(entry, dict):
-            raise UsageError(f"{path}: every [[rule]] must be a table", "see docs/proxy.md")
+            raise UsageError(f"{path}: every [[rule]] must be a table", _RULE_EXAMPLE)
         rules.extend(_rules_from_table(entry, str(path)))
     return rules
 
 
 def _bad(path: Path, value: object) -> bool:
-    raise UsageError(f"{path}: allow entries must be strings, found {type(value).__name__}", "see docs/proxy.md")
+    raise UsageError(f"{path}: allow entries must be strings, found {type(value).__name__}", _ALLOW_EXAMPLE)
 
 
 def build_policy(allow: Sequence[str] = (), policy_file: Path | None = None) -> Policy:

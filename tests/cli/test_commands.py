@@ -95,13 +95,18 @@ def test_connections_are_named(authsome: Runner) -> None:
 
 def test_export_formats(authsome: Runner, tmp_path: Path) -> None:
     acme = {
-        "schema_version": 1, "name": "acme", "display_name": "Acme", "auth_type": "api_key", "flow": "api_key",
+        "schema_version": 1,
+        "name": "acme",
+        "display_name": "Acme",
+        "auth_type": "api_key",
+        "flow": "api_key",
         "api_key": {"header_name": "X-Acme-Key", "header_prefix": "", "env_var": "ACME_KEY"},
-        "host_url": "api.acme.test", "export": {"env": {"ACME_KEY": "api_key"}},
+        "host_url": "api.acme.test",
+        "export": {"env": {"ACME_KEY": "api_key"}},
     }
     (tmp_path / "acme.json").write_text(json.dumps(acme))
     assert authsome("register", str(tmp_path / "acme.json")).code == 0
-    tricky = "it's-$(whoami)-`id`-\"$HOME\"-0123456789"
+    tricky = 'it\'s-$(whoami)-`id`-"$HOME"-0123456789'
     res = authsome("login", "acme", env={"ACME_KEY": tricky})
     assert res.code == 0, res.err
     env_out = authsome("export", "acme", "--format", "env").out
@@ -109,8 +114,9 @@ def test_export_formats(authsome: Runner, tmp_path: Path) -> None:
     as_json = json.loads(authsome("export", "acme", "--format", "json").out)
     assert as_json == {"ACME_KEY": tricky}
     shell = authsome("export", "acme", "--format", "shell", "--prefix", "MY_").out
-    evaluated = subprocess.run(["bash", "-c", f"{shell}\nprintf %s \"$MY_ACME_KEY\""], capture_output=True,
-                               text=True, check=True)
+    evaluated = subprocess.run(
+        ["bash", "-c", f'{shell}\nprintf %s "$MY_ACME_KEY"'], capture_output=True, text=True, check=True
+    )
     assert evaluated.stdout == tricky
     login_openai(authsome)
     assert authsome("export", "openai").out.strip() == f"OPENAI_API_KEY={KEY}"
@@ -278,6 +284,7 @@ def test_log_shows_events_and_detects_tampering(authsome: Runner, authsome_home:
 
 # -- a login without a key and without a terminal (issue 12, item 1) ---------------------------------------------
 
+
 def test_login_without_key_or_terminal_fails_at_once(authsome: Runner, authsome_home: Path) -> None:
     """An agent or a script gets the one-line error (exit 2) at once, not a local key form that waits 300 s."""
     no_stdin = subprocess.run(
@@ -299,8 +306,14 @@ def test_login_without_key_or_terminal_fails_at_once(authsome: Runner, authsome_
 def test_login_browser_flag_opens_the_key_form_without_a_terminal(authsome_home: Path) -> None:
     """--browser asks for the form explicitly: its URL is printed, the key typed into it is stored."""
     env = {**os.environ, "BROWSER": "false"}  # no browser starts: the URL is printed instead
-    proc = subprocess.Popen([AUTHSOME, "login", "anthropic", "--browser"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [AUTHSOME, "login", "anthropic", "--browser"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
@@ -315,12 +328,17 @@ def test_login_browser_flag_opens_the_key_form_without_a_terminal(authsome_home:
     finally:
         proc.kill()
         proc.communicate()
-    shown = subprocess.run([AUTHSOME, "get", "anthropic", "--field", "api_key", "--show-secret"],
-                           capture_output=True, text=True, timeout=20)
+    shown = subprocess.run(
+        [AUTHSOME, "get", "anthropic", "--field", "api_key", "--show-secret"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert shown.stdout.strip() == "sk-ant-api03-FORMKEY0123456789"
 
 
 # -- honest, readable answers (issue 12, item 5) ------------------------------------------------------------------
+
 
 def test_remove_with_nothing_stored_says_so(authsome: Runner) -> None:
     res = authsome("remove", "openai")

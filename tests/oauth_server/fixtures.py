@@ -33,8 +33,15 @@ if TYPE_CHECKING:
 
 SERVER_DIR = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("AUTHSOME_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-extensions",
+]
 
 # Mirrors server.js: pre-registered clients and the confidential client's secret (a test value, not a real secret).
 PUBLIC_CLIENT = "authsome-public"
@@ -62,8 +69,15 @@ class OAuthServer:
     def url(self, path: str) -> str:
         return self.issuer + path
 
-    def provider(self, flow: str = "pkce", *, name: str = "testidp", scopes: tuple[str, ...] = ("openid", "email",
-                 "offline_access"), confidential: bool = False, **oauth: Any) -> Provider:
+    def provider(
+        self,
+        flow: str = "pkce",
+        *,
+        name: str = "testidp",
+        scopes: tuple[str, ...] = ("openid", "email", "offline_access"),
+        confidential: bool = False,
+        **oauth: Any,
+    ) -> Provider:
         """An authsome provider for this server. ``oauth`` overrides/extends the endpoint block (None removes).
 
         ``confidential`` declares a client secret variable (TESTIDP_CLIENT_SECRET): without it set, the flow then
@@ -87,16 +101,27 @@ class OAuthServer:
         client = {"client_id_env": "TESTIDP_CLIENT_ID"}
         if confidential:
             client["client_secret_env"] = "TESTIDP_CLIENT_SECRET"
-        data = {"schema_version": 1, "name": name, "display_name": "Test IdP", "auth_type": "oauth2", "flow": flow,
-                "oauth": block, "client": client}
+        data = {
+            "schema_version": 1,
+            "name": name,
+            "display_name": "Test IdP",
+            "auth_type": "oauth2",
+            "flow": flow,
+            "oauth": block,
+            "client": client,
+        }
         return parse_provider(data)
 
     def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662 introspection as the confidential client (the server allows it to inspect any token)."""
         import httpx
 
-        response = httpx.post(self.url("/token/introspection"), data={"token": token},
-                              auth=(CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET), timeout=10)
+        response = httpx.post(
+            self.url("/token/introspection"),
+            data={"token": token},
+            auth=(CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET),
+            timeout=10,
+        )
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
@@ -110,8 +135,9 @@ def _start_server(log: Path, extra_env: dict[str, str]) -> OAuthServer:
         pytest.fail("the test OAuth server is not installed: run scripts/oauth-server-setup.sh")
     env = {**os.environ, **SERVER_ENV, **extra_env, "PORT": "0"}
     log_file = log.open("w")
-    proc = subprocess.Popen([node, "server.js"], cwd=SERVER_DIR, env=env, stdout=subprocess.PIPE,
-                            stderr=log_file, text=True)
+    proc = subprocess.Popen(
+        [node, "server.js"], cwd=SERVER_DIR, env=env, stdout=subprocess.PIPE, stderr=log_file, text=True
+    )
     log_file.close()
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None

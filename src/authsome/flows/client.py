@@ -74,7 +74,8 @@ def resolve_client(
             return None
         raise UsageError(
             f"no OAuth client id for {provider.display_name}",
-            "pass --client-id ID" + (f" or set {spec.client_id_env}" if spec.client_id_env else "")
+            "pass --client-id ID"
+            + (f" or set {spec.client_id_env}" if spec.client_id_env else "")
             + " (create an OAuth app in the provider's developer settings)",
         )
     if stored is not None and stored.client_id == chosen:

@@ -77,19 +77,25 @@ def login(
         endpoints = resolve_endpoints(provider, chosen, client=client, http=http)
         common: dict[str, Any] = {"display_name": provider.display_name, "scopes": wanted, "ui": ui}
         if chosen == "device_code":
-            used = resolve_client(provider, stored=client, client_id=client_id, env=environ, ui=ui,
-                                  allow_browser=form)
+            used = resolve_client(provider, stored=client, client_id=client_id, env=environ, ui=ui, allow_browser=form)
             assert used is not None
             token = device.authorize(endpoints, client=used, no_browser=no_browser, **common)
         else:
 
             def get_client(redirect_uri: str) -> ClientConfig:
-                return _client_for(provider, chosen, endpoints, client, client_id, environ, ui, form,
-                                   redirect_uri, wanted, http)
+                return _client_for(
+                    provider, chosen, endpoints, client, client_id, environ, ui, form, redirect_uri, wanted, http
+                )
 
-            token, used = pkce.authorize(endpoints, get_client=get_client, no_browser=no_browser,
-                                         redirect_port=redirect_port, timeout=timeout,
-                                         extra_params=dict(provider.oauth.authorization_params), **common)
+            token, used = pkce.authorize(
+                endpoints,
+                get_client=get_client,
+                no_browser=no_browser,
+                redirect_port=redirect_port,
+                timeout=timeout,
+                extra_params=dict(provider.oauth.authorization_params),
+                **common,
+            )
         cred = credential_from_response(token, requested_scopes=wanted, now=time.time(), metadata={"flow": chosen})
         missing = missing_scopes(wanted, cred.scopes)
         if missing:
@@ -126,8 +132,9 @@ def _client_for(
         assert used is not None
         return used
     reuse = stored if dcr.reusable(stored, redirect_uri) else None
-    known = resolve_client(provider, stored=reuse, client_id=client_id, env=env, ui=ui,
-                           allow_browser=form, required=False)
+    known = resolve_client(
+        provider, stored=reuse, client_id=client_id, env=env, ui=ui, allow_browser=form, required=False
+    )
     if known is not None:
         return known
     ui.info(f"Registering authsome as an OAuth client with {provider.display_name} (dynamic client registration)")

@@ -125,25 +125,36 @@ class _Callback:
         query = request.query
         if not tokens_equal(query.get("state"), self.state):
             self.ui.warn("ignored a sign-in response with a wrong or missing state (not from this login)")
-            return Reply(400, pages.done_page("Sign-in refused", "This response does not belong to the login in "
-                                              "progress, so authsome ignored it."))
+            return Reply(
+                400,
+                pages.done_page(
+                    "Sign-in refused", "This response does not belong to the login in progress, so authsome ignored it."
+                ),
+            )
         iss = query.get("iss")
         if iss is not None and self.issuer and iss.rstrip("/") != self.issuer.rstrip("/"):  # RFC 9207
-            return self._fail(f"the sign-in response came from issuer {safe_text(iss, limit=80)!r}, not "
-                              f"{self.issuer!r}", "check oauth.issuer in the provider definition")
+            return self._fail(
+                f"the sign-in response came from issuer {safe_text(iss, limit=80)!r}, not {self.issuer!r}",
+                "check oauth.issuer in the provider definition",
+            )
         if "error" in query:
             error = safe_text(query["error"], limit=60)
             description = safe_text(query.get("error_description", ""))
             if error == "access_denied":
-                return self._fail(f"the sign-in to {self.name} was denied" + (f" ({description})" if description
-                                                                              else ""),
-                                  "run the login again and approve the access request")
-            return self._fail(f"{self.name} refused the authorization request: {error}"
-                              + (f" ({description})" if description else ""), "check the client id and scopes")
+                return self._fail(
+                    f"the sign-in to {self.name} was denied" + (f" ({description})" if description else ""),
+                    "run the login again and approve the access request",
+                )
+            return self._fail(
+                f"{self.name} refused the authorization request: {error}"
+                + (f" ({description})" if description else ""),
+                "check the client id and scopes",
+            )
         code = query.get("code", "")
         if not _CODE.fullmatch(code):
-            return self._fail(f"the sign-in response from {self.name} has no usable authorization code",
-                              "run the login again")
+            return self._fail(
+                f"the sign-in response from {self.name} has no usable authorization code", "run the login again"
+            )
         page = pages.done_page("Signed in", f"authsome received the authorization for {self.name}.")
         return Reply(200, page, result=Secret(code))
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from authsome.errors import AuthsomeError
+from authsome.proxy import tls
 from authsome.proxy.relay import FrontDoor
 from authsome.proxy.resolve import CachingResolver
 from authsome.proxy.tls import tls_addon
@@ -126,7 +127,7 @@ def load_mitmproxy() -> None:
     defer_unused_imports()
     _skip_message_type_checks()
     _keep_upstream_proxy_errors()
-    _load_ca_key_without_rsa_recheck()
+    tls.load_ca_key_without_rsa_recheck()
     if _ADDONS_PACKAGE in sys.modules:
         return
     spec = importlib.util.find_spec(_ADDONS_PACKAGE)
@@ -138,28 +139,6 @@ def load_mitmproxy() -> None:
     package.__file__ = spec.origin
     package.__package__ = _ADDONS_PACKAGE
     sys.modules[_ADDONS_PACKAGE] = package
-
-
-def _load_ca_key_without_rsa_recheck() -> None:
-    """Load the CA's private key without cryptography's RSA consistency check (about 30 ms of the first intercepted
-    connection of every run). The key is the one ``ca.ensure_ca`` made, read from a 0600 file in a directory no child
-    of ``run`` can see; mitmproxy's password fallback is kept."""
-    from cryptography.hazmat.primitives import serialization
-    from mitmproxy import certs
-
-    if getattr(certs.load_pem_private_key, "authsome", False):
-        return
-
-    def load(data: bytes, password: bytes | None) -> Any:
-        try:
-            return serialization.load_pem_private_key(data, password, unsafe_skip_rsa_key_validation=True)
-        except TypeError:  # an unencrypted key given a password: as mitmproxy does, try without
-            if password is None:
-                raise
-            return serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
-
-    load.authsome = True  # type: ignore[attr-defined]
-    certs.load_pem_private_key = load
 
 
 def _skip_message_type_checks() -> None:

@@ -118,9 +118,7 @@ class LeafKeys:
         )
         for extension in original.extensions:
             builder = builder.add_extension(extension.value, extension.critical)
-        ours = dataclasses.replace(
-            entry, cert=certs.Cert(builder.sign(ca_key, hashes.SHA256())), privatekey=self._key
-        )
+        ours = dataclasses.replace(entry, cert=certs.Cert(builder.sign(ca_key, hashes.SHA256())), privatekey=self._key)
         self._issued[id(entry)] = (entry, ours)
         while len(self._issued) > self.MAX_ENTRIES:
             self._issued.popitem(last=False)
@@ -183,3 +181,25 @@ def tls_addon(base: Any) -> Any:
             self.sessions.ended(data.server.id, data.server.tls_established)
 
     return AuthsomeTlsConfig
+
+
+def load_ca_key_without_rsa_recheck() -> None:
+    """Load the CA's private key without cryptography's RSA consistency check (about 30 ms of the first intercepted
+    connection of every run). The key is the one ``ca.ensure_ca`` made, read from a 0600 file in a directory no child
+    of ``run`` can see; mitmproxy's password fallback is kept."""
+    from cryptography.hazmat.primitives import serialization
+    from mitmproxy import certs
+
+    if getattr(certs.load_pem_private_key, "authsome", False):
+        return
+
+    def load(data: bytes, password: bytes | None) -> Any:
+        try:
+            return serialization.load_pem_private_key(data, password, unsafe_skip_rsa_key_validation=True)
+        except TypeError:  # an unencrypted key given a password: as mitmproxy does, try without
+            if password is None:
+                raise
+            return serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
+
+    load.authsome = True  # type: ignore[attr-defined]
+    certs.load_pem_private_key = load

@@ -29,8 +29,9 @@ def _port_closed(port: int) -> bool:
 
 
 def test_pkce_login_end_to_end(oauth_server: OAuthServer, page: Page) -> None:
-    run = LoginRun(QueueUI(), provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT,
-                   redirect_port=0)
+    run = LoginRun(
+        QueueUI(), provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT, redirect_port=0
+    )
     url = run.url()
     query = parse_qs(urlsplit(url).query)
     assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
@@ -82,8 +83,9 @@ def test_wrong_client_secret_fails_without_echoing_it(oauth_server: OAuthServer,
 
 
 def test_state_mismatch_is_refused_and_the_real_redirect_still_works(oauth_server: OAuthServer, page: Page) -> None:
-    run = LoginRun(QueueUI(), provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT,
-                   redirect_port=0)
+    run = LoginRun(
+        QueueUI(), provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT, redirect_port=0
+    )
     url = run.url()
     callback = parse_qs(urlsplit(url).query)["redirect_uri"][0]
     forged = httpx.get(callback, params={"code": "attacker-code", "state": "forged-state"})
@@ -98,8 +100,14 @@ def test_state_mismatch_is_refused_and_the_real_redirect_still_works(oauth_serve
 
 
 def test_only_a_forged_redirect_means_the_login_times_out(oauth_server: OAuthServer) -> None:
-    run = LoginRun(QueueUI(), provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT,
-                   redirect_port=0, timeout=2)
+    run = LoginRun(
+        QueueUI(),
+        provider=oauth_server.provider("pkce"),
+        client=None,
+        client_id=PUBLIC_CLIENT,
+        redirect_port=0,
+        timeout=2,
+    )
     callback = parse_qs(urlsplit(run.url()).query)["redirect_uri"][0]
     assert httpx.get(callback, params={"code": "attacker-code", "state": "nope"}).status_code == 400
     with pytest.raises(AuthenticationFailed, match="did not finish within 2 seconds"):
@@ -107,8 +115,9 @@ def test_only_a_forged_redirect_means_the_login_times_out(oauth_server: OAuthSer
 
 
 def test_denied_consent_is_authentication_failed(oauth_server: OAuthServer, page: Page) -> None:
-    run = LoginRun(QueueUI(), provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT,
-                   redirect_port=0)
+    run = LoginRun(
+        QueueUI(), provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT, redirect_port=0
+    )
     deny(page, run.url())
     with pytest.raises(AuthenticationFailed, match="was denied") as info:
         run.result()
@@ -126,8 +135,14 @@ class TerminalUI(QueueUI):
 
 def test_paste_the_url_when_the_browser_cannot_reach_the_listener(oauth_server: OAuthServer, page: Page) -> None:
     ui = TerminalUI(opens_browser=False, interactive=True)
-    run = LoginRun(ui, provider=oauth_server.provider("pkce"), client=None, client_id=PUBLIC_CLIENT,
-                   redirect_port=0, no_browser=True)
+    run = LoginRun(
+        ui,
+        provider=oauth_server.provider("pkce"),
+        client=None,
+        client_id=PUBLIC_CLIENT,
+        redirect_port=0,
+        no_browser=True,
+    )
     for _ in range(100):
         match = re.search(r"^(http://127\.0\.0\.1:\d+/auth\?\S+)$", ui.text, re.MULTILINE)
         if match:

@@ -129,6 +129,7 @@ def test_check_api_key_without_pattern_accepts_any_clean_key(api_key_provider: C
 
 # -- the browser form over raw HTTP (a real browser drives it in test_api_key_browser.py) ---------------------------
 
+
 class _FormSession:
     """Runs obtain_api_key in a thread; the 'browser' just records the form URL."""
 

@@ -102,7 +102,7 @@ def test_corrupt_record_does_not_hide_the_others(tmp_path: Path) -> None:
 
 def test_missing_connection_says_how_to_fix(tmp_path: Path) -> None:
     store = make_store(tmp_path / "home")
-    with pytest.raises(CredentialMissing, match="no connection 'work' for github") as err:
+    with pytest.raises(CredentialMissing, match="no credential stored for github/work") as err:
         store.load("github", "work")
     assert "authsome login github --connection work" in (err.value.hint or "")
 
