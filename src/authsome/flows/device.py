@@ -35,10 +35,14 @@ def authorize(
     scopes: Sequence[str],
     ui: FlowUI,
     no_browser: bool = True,
+    json_poll: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Run the device flow and return the raw token response."""
+    """Run the device flow and return the raw token response.
+
+    ``json_poll``: the token endpoint is polled with a JSON body ``{"device_code": …}`` instead of the RFC 8628 form
+    (Postiz; a provider file's ``oauth.device_token_request: "json"``); its answers are read the same way."""
     import httpx
 
     device_url = endpoints.require("device_authorization")
@@ -82,6 +86,7 @@ def authorize(
             sleep=sleep,
             deadline=clock() + expires_in,
             interval=interval,
+            json_poll=json_poll,
         )
 
 
@@ -134,6 +139,7 @@ def _poll(
     sleep: Callable[[float], None],
     deadline: float,
     interval: float,
+    json_poll: bool = False,
 ) -> dict[str, Any]:
     import httpx
 
@@ -143,7 +149,10 @@ def _poll(
             if clock() >= deadline:
                 raise _expired(display_name)
             try:
-                token = oc.fetch_token(token_url, grant_type=GRANT_TYPE, device_code=device_code)
+                if json_poll:
+                    token = _fetch_json(oc, token_url, device_code)
+                else:
+                    token = oc.fetch_token(token_url, grant_type=GRANT_TYPE, device_code=device_code)
             except httpx.HTTPError:  # network trouble or a 5xx: back off and retry (RFC 8628 section 3.5)
                 interval = min(interval * 2, MAX_INTERVAL)
                 continue
@@ -173,6 +182,37 @@ def _poll(
             return dict(token)
     finally:
         ui.countdown_done()
+
+
+class _JsonPollError(Exception):
+    """An OAuth error answered to a JSON poll, shaped as authlib's (``error``, ``description``) for one handler."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(error)
+        self.error, self.description = error, description
+
+
+def _fetch_json(oc: Any, token_url: str, device_code: str) -> dict[str, Any]:
+    """One JSON-body poll: the token response, or the endpoint's OAuth error raised as :class:`_JsonPollError`."""
+    import json
+
+    response = oc.request(
+        "POST",
+        token_url,
+        json={"device_code": device_code},
+        headers={"Accept": "application/json"},
+        withhold_token=True,
+    )
+    if response.status_code >= 500:
+        response.raise_for_status()  # httpx.HTTPStatusError: backed off and retried like a network failure
+    data = json.loads(response.content)  # not JSON: ValueError, retried
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if response.status_code == 200 and "access_token" in data:
+        return data
+    raise _JsonPollError(
+        str(data.get("error") or f"HTTP {response.status_code}"), str(data.get("error_description", ""))
+    )
 
 
 def _wait(

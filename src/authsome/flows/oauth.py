@@ -79,7 +79,8 @@ def login(
         if chosen == "device_code":
             used = resolve_client(provider, stored=client, client_id=client_id, env=environ, ui=ui, allow_browser=form)
             assert used is not None
-            token = device.authorize(endpoints, client=used, no_browser=no_browser, **common)
+            json_poll = provider.oauth.device_token_request == "json"  # Postiz: a JSON body, not the RFC 8628 form
+            token = device.authorize(endpoints, client=used, no_browser=no_browser, json_poll=json_poll, **common)
         else:
 
             def get_client(redirect_uri: str) -> ClientConfig:

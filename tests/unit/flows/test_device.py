@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 from typing import Any
@@ -230,3 +231,49 @@ def test_google_style_grant_and_defaults() -> None:
         }
     )
     assert parsed == ("d", "A", "https://x.test/d", None, device.DEFAULT_EXPIRES_IN, device.DEFAULT_INTERVAL)
+
+
+def test_a_json_poll_sends_the_device_code_as_json_and_reads_the_same_answers(canned: Canned) -> None:
+    """Postiz's token endpoint (oauth.device_token_request "json") takes {"device_code": …}, not the RFC 8628 form."""
+    canned.replies["/device"] = (
+        200,
+        {"device_code": "dc-9", "user_code": "WXYZ", "interval": 1, "verification_uri": canned.url("/verify")},
+    )
+    canned.replies["/token"] = [
+        (400, {"error": "authorization_pending"}),
+        (200, {"access_token": "at-json", "token_type": "Bearer"}),
+    ]
+    fake = FakeTime()
+    token = device.authorize(
+        Endpoints(device_authorization=canned.url("/device"), token=canned.url("/token")),
+        display_name="Postiz",
+        client=ClientConfig(client_id="c"),
+        scopes=(),
+        ui=QueueUI(),
+        json_poll=True,
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+    assert token["access_token"] == "at-json"
+    polls = [body for method, path, body in canned.requests if path == "/token"]
+    assert [json.loads(body) for body in polls] == [{"device_code": "dc-9"}] * 2
+
+
+def test_a_json_poll_refusal_is_reported_like_a_form_one(canned: Canned) -> None:
+    canned.replies["/device"] = (
+        200,
+        {"device_code": "dc", "user_code": "WXYZ", "interval": 1, "verification_uri": canned.url("/verify")},
+    )
+    canned.replies["/token"] = (400, {"error": "access_denied"})
+    fake = FakeTime()
+    with pytest.raises(AuthenticationFailed, match="was denied"):
+        device.authorize(
+            Endpoints(device_authorization=canned.url("/device"), token=canned.url("/token")),
+            display_name="Postiz",
+            client=ClientConfig(client_id="c"),
+            scopes=(),
+            ui=QueueUI(),
+            json_poll=True,
+            clock=fake.clock,
+            sleep=fake.sleep,
+        )
