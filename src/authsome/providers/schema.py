@@ -43,7 +43,6 @@ PLACEHOLDER = "authsome-proxy-managed"
 AuthType = Literal["oauth2", "api_key"]
 Flow = Literal["pkce", "device_code", "dcr_pkce", "api_key"]
 Source = Literal["bundled", "user"]
-ExportKind = Literal["api_key", "access_token", "base_url", "api_url"]
 DeviceTokenRequest = Literal["oauth2_form", "json"]
 BasicAuth = Literal["username", "password"]
 
