@@ -10,10 +10,11 @@ Everything the CLI does goes through here, so the library offers the same operat
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from authsome.gateway.state import GatewayFiles
     from authsome.providers.registry import Registry
     from authsome.providers.schema import Provider
+    from authsome.proxy.report import Audit
     from authsome.proxy.routing import Route
     from authsome.store.agents import Agent, AgentStore
     from authsome.store.audit import AuditLog, VerifyResult
@@ -552,6 +554,30 @@ class Authsome:
         """Called by the proxy (on its audit thread) once per request to a provider host: queued, written in batches."""
         self.audit.submit("request", **record)
 
+    def _audit_sink(self) -> Audit:
+        """Where the proxy sends its request records: queued (this machine's trail), or, for a trail shared by
+        gateway replicas, committed before each answer (a replica killed after answering loses none)."""
+        if not self.audit.commits_before_answer:
+            return self._audit_request
+        from authsome.proxy.report import DurableAudit
+
+        return DurableAudit(lambda event, record: self.audit.commit(event, **record))
+
+    @contextlib.contextmanager
+    def _watch_store(self, changed: Callable[[str, str], None]) -> Iterator[None]:
+        """While a gateway serves a shared store: a custom provider registered or removed on another replica is
+        copied here and the registry read again; every change then goes on to ``changed`` (see store.backend.watch)."""
+        from authsome.providers.registry import Registry
+        from authsome.store.backend import providers_dir, watch
+
+        def on_change(what: str, name: str) -> None:
+            if what in ("provider", "all"):
+                self.__dict__["registry"] = Registry(providers_dir(self.home, self.store_url))
+            changed(what, name)
+
+        with watch(self.store_url, self.profile, on_change):
+            yield
+
     def run(
         self,
         command: Sequence[str],
@@ -609,7 +635,7 @@ class Authsome:
             allow_nested=allow_nested,
             confdir=confdir,
             policy=policy,
-            audit=self._audit_request,
+            audit=self._audit_sink(),
             upstream_proxy=upstream_proxy,
             env=self.env,
             isolate=isolate,
@@ -761,10 +787,11 @@ class Authsome:
             lookup=agents.get,
             routes_for=lambda providers, connections: self._routes(providers, connections, missing_ok=True),
             headers_for=self._headers_for,
-            audit=self._audit_request,
+            audit=self._audit_sink(),
             env=self.env,
             files=self.gateway_files.ensure(),
             profile=self.profile,
+            watch=self._watch_store if self.store_url else None,
         )
         try:
             return serve(config)

@@ -15,6 +15,7 @@ from authsome.errors import UsageError
 from authsome.flows.secret_form import FORM_TIMEOUT, ask_in_browser
 from authsome.flows.ui import FlowUI, at_terminal
 from authsome.models import Credential
+from authsome.providers.key_pattern import key_matches
 from authsome.providers.schema import PLACEHOLDER
 from authsome.secret import Secret
 
@@ -78,7 +79,7 @@ def check_api_key(provider: Provider, value: str, *, source: str) -> Secret:
             f"the {name} API key from {source} contains control characters", "paste the key alone, on one line"
         )
     pattern = provider.api_key.key_pattern if provider.api_key is not None else None
-    if pattern and re.fullmatch(pattern, key) is None:
+    if pattern and not key_matches(pattern, key):
         hint = provider.api_key.key_pattern_hint if provider.api_key is not None else None
         raise UsageError(
             f"the key from {source} does not look like an API key for {name} (expected pattern {pattern})",

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from authsome.errors import AuthenticationFailed, UsageError
 from authsome.flows.http import json_object, network_failure, plain_client, require_secure_url, safe_text
+from authsome.providers.well_known import well_known_urls
 
 if TYPE_CHECKING:
     import httpx
@@ -92,20 +93,17 @@ def resolve_endpoints(
         needed = (*needed, "registration")
     if any(getattr(endpoints, n) is None for n in needed) and oauth.issuer:
         found = discover(oauth.issuer, http)
-        endpoints = replace(endpoints, **{f.name: getattr(endpoints, f.name) or getattr(found, f.name)
-                                          for f in fields(Endpoints) if f.name != "issuer"})
+        endpoints = replace(
+            endpoints,
+            **{
+                f.name: getattr(endpoints, f.name) or getattr(found, f.name)
+                for f in fields(Endpoints)
+                if f.name != "issuer"
+            },
+        )
     for name in needed:
         endpoints.require(name)
     return endpoints
-
-
-def well_known_urls(issuer: str) -> tuple[str, str]:
-    """The RFC 8414 and OpenID discovery URLs of ``issuer``."""
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    rfc8414 = urlunsplit((parts.scheme, parts.netloc, "/.well-known/oauth-authorization-server" + path, "", ""))
-    openid = urlunsplit((parts.scheme, parts.netloc, path + "/.well-known/openid-configuration", "", ""))
-    return rfc8414, openid
 
 
 def discover(issuer: str, http: httpx.Client | None = None) -> Endpoints:

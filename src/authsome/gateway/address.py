@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from authsome.errors import UsageError
+from authsome.providers.hosts import split_host_port
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8931
@@ -14,20 +15,12 @@ Address = tuple[str, int]
 def parse_listen(text: str) -> Address:
     """``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` (loopback) or ``HOST`` (the default port); port 0 picks a free one."""
     text = text.strip()
-    host, port = text, str(DEFAULT_PORT)
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise _bad(text)
-        host, rest = text[1:end], text[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise _bad(text)
-        port = rest[1:] or port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise _bad(text)
-    return host or DEFAULT_HOST, int(port)
+    loopback = not text or (text.startswith(":") and text.count(":") == 1)  # "" or ":PORT"
+    try:
+        return split_host_port(DEFAULT_HOST + text if loopback else text, DEFAULT_PORT, port_zero=True)
+    except ValueError as exc:
+        hint = f"e.g. --listen 127.0.0.1:{DEFAULT_PORT}"
+        raise UsageError(f"--listen {text!r} is not HOST:PORT: {exc}", hint) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -43,7 +36,3 @@ def is_loopback(host: str) -> bool:
 def show(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _bad(text: str) -> UsageError:
-    return UsageError(f"--listen {text!r} is not HOST:PORT", f"e.g. --listen 127.0.0.1:{DEFAULT_PORT}")

@@ -14,12 +14,14 @@ import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from authsome.gateway.runs import socket_address
 from authsome.gateway.state import GatewayFiles
 from authsome.policy import Policy
+from authsome.providers.hosts import split_host_port
 from authsome.proxy.runner import GatewayRun
 
 CONNECT_TIMEOUT = 2.0
-_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - addresses to ask, not to bind
+_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - addresses to ask, not to bind
 
 
 def lease_for_run(
@@ -41,14 +43,14 @@ def lease_for_run(
         "policy_source": policy.source if policy.rules else None,
     }
     try:
-        sock.connect(str(files.control))
+        with socket_address(files.control) as address:
+            sock.connect(address)
         sock.sendall(json.dumps(request).encode() + b"\n")
         answer = _line(sock)
-        host, _, port = str(answer["listen"]).rpartition(":")
-        host = host.strip("[]")
+        host, port = split_host_port(str(answer["listen"]), None)
         lease = GatewayRun(
             host=_WILDCARD.get(host, host),
-            port=int(port),
+            port=port,
             user=str(answer["agent"]),
             token=str(answer["token"]),
             ca_cert=Path(str(answer["ca_cert"])),

@@ -88,10 +88,14 @@ def status(files: GatewayFiles) -> dict[str, Any]:
 
 def healthy(listen: str, timeout: float = 2.0) -> bool:
     """Whether the gateway at ``listen`` answers ``GET /healthz`` with 200 (a wildcard address is asked locally)."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104  (asked, not bound)
-    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    from authsome.providers.hosts import split_host_port
+
+    try:
+        host, port = split_host_port(listen, None)
+    except ValueError:
+        return False
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104  (asked, not bound)
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("GET", "/healthz")
         return connection.getresponse().status == 200

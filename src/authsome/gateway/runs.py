@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,8 @@ class ControlServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            sock.bind(str(self.path))
+            with socket_address(self.path) as address:
+                sock.bind(address)
         finally:
             os.umask(old)
         sock.listen(64)
@@ -126,6 +127,20 @@ class ControlServer:
             finally:
                 if agent is not None:
                     self.runs.drop(agent.name)
+
+
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """``path`` as a unix socket address: a long one (over the 107 bytes ``sun_path`` holds: a deep home) goes through
+    ``/proc/self/fd/<its directory>/<name>``, which the kernel resolves to the same place."""
+    if len(os.fsencode(str(path))) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 def _rights(request: Mapping[str, Any]) -> Rights:

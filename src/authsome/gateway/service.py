@@ -6,17 +6,22 @@ addon), with two differences: the :class:`~authsome.gateway.principals.AgentAuth
 
 It stops on ``SIGTERM`` (or ``SIGINT``): no new connection is accepted, requests under way finish (up to
 ``drain_timeout`` seconds), then everything closes and the audit trail is flushed. Exit code 0.
+
+With a store that other replicas change (``GatewayConfig.watch``), what they change is heard as it commits and applied
+before the next authentication (:class:`_Replicated`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -27,11 +32,13 @@ from authsome.gateway.address import DEFAULT_HOST, DEFAULT_PORT, Address, is_loo
 from authsome.gateway.events import EventLog, GatewayReporter
 from authsome.gateway.principals import AgentAuthenticator, Lookup, RoutesFor
 from authsome.gateway.runs import ControlServer, RunAgents, lookup_with
-from authsome.proxy.auth import FailureLimiter
+from authsome.proxy.auth import FailureLimiter, Principal, Verdict
 from authsome.proxy.report import Audit
 from authsome.proxy.routing import Router
 
 HeadersFor = Callable[[str, str], Mapping[str, str]]
+Changed = Callable[[str, str], None]  # (what, name), as authsome.store.backend.watch reports them
+Watch = Callable[[Changed], AbstractContextManager[None]]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -62,6 +69,7 @@ class GatewayConfig:
     profile: str = "default"
     log: EventLog | None = None
     stop: threading.Event = field(default_factory=threading.Event)  # set it (or send SIGTERM) to stop
+    watch: Watch | None = None  # hears of changes other replicas make to a shared store, while the gateway runs
 
 
 class _InterceptAll(Router):
@@ -70,6 +78,47 @@ class _InterceptAll(Router):
 
     def intercepts(self, host: str, port: int) -> bool:
         return True
+
+
+class _Replicated(AgentAuthenticator):
+    """The authenticator of a gateway whose store other replicas change. What they change is queued by
+    :meth:`heard` (on the listener's thread) and applied here, on the proxy's loop, before the next authentication: a
+    changed agent is checked afresh; a changed provider or credential drops every agent's rights (rebuilt from the
+    store and the providers as they are now) and the credentials cached by the injector."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_credentials: Callable[[], None] | None = None
+        self._heard: deque[tuple[str, str]] = deque()
+        self._known: set[str] = set()  # agents that have rights cached
+
+    def heard(self, what: str, name: str) -> None:
+        self._heard.append((what, name))
+
+    def authenticate(self, header: str, peer: str | None) -> Verdict:
+        if self._heard:
+            self._apply()
+        verdict = super().authenticate(header, peer)
+        if isinstance(verdict, Principal) and verdict.name is not None:
+            self._known.add(verdict.name)
+        return verdict
+
+    def forget(self, name: str) -> None:
+        super().forget(name)
+        self._known.discard(name)
+
+    def _apply(self) -> None:
+        agents, everything = set(), False
+        while self._heard:
+            what, name = self._heard.popleft()
+            if what == "agent":
+                agents.add(name)
+            else:
+                everything = True
+        for name in self._known.copy() if everything else agents:
+            self.forget(name)
+        if everything and self.on_credentials is not None:
+            self.on_credentials()
 
 
 class InFlight:
@@ -155,19 +204,25 @@ def _serve(config: GatewayConfig, log: EventLog) -> int:
     reporter = GatewayReporter(log, config.audit)
     runs = RunAgents()  # the agents of `authsome run`s served here: in memory, for the life of each run
     lookup = lookup_with(runs, config.lookup)
-    authenticator = AgentAuthenticator(lookup, config.routes_for, limiter=FailureLimiter(), on_denied=log.denied)
+    kind = _Replicated if config.watch is not None else AgentAuthenticator
+    authenticator = kind(lookup, config.routes_for, limiter=FailureLimiter(), on_denied=log.denied)
     runs.on_drop = authenticator.forget
     ready = threading.Event()
     inflight = InFlight()
     targets = Targets()
-    with tempfile.TemporaryDirectory(prefix="authsome-gateway-") as scratch:
+    injector = Injector(Router([]), config.headers_for, targets, reporter)
+    watching: AbstractContextManager[None] = contextlib.nullcontext()
+    if isinstance(authenticator, _Replicated) and config.watch is not None:
+        authenticator.on_credentials = injector.forget_credentials
+        watching = config.watch(authenticator.heard)
+    with tempfile.TemporaryDirectory(prefix="authsome-gateway-") as scratch, watching:
         trusted = run_trust.prepare(
             run_trust.cache_dir(env), ca_pem, env, upstream_ca=options.upstream_ca, scratch=Path(scratch)
         )
         addons = [
             ProxyAuth(authenticator),
             inflight,
-            Injector(Router([]), config.headers_for, targets, reporter),
+            injector,
             Tunnels(_InterceptAll([]), targets, upstream_auth=upstream[1] if upstream else None, log=reporter.info),
             LazyOnboarding(),
         ]

@@ -1,7 +1,8 @@
-"""Host rules: canonical host names, ``host_url`` parsing and matching, and regex rules that are safe by construction.
+"""Host names and rules: canonical names, ``host:port`` text, ``host_url`` parsing and matching, ``regex:`` rules.
 
 This module is on the proxy's hot path: it imports nothing outside the standard library, and the slow parts
-(IDNA for non-ASCII names, :mod:`ipaddress` for IPv6 literals) are imported only when a host needs them.
+(IDNA for non-ASCII names, :mod:`ipaddress` for IPv6 literals, RE2 for ``regex:`` rules) are imported only when a
+host or rule needs them. :func:`split_host_port` is authsome's parser of ``host:port`` text.
 
 ``host_url`` forms::
 
@@ -10,21 +11,26 @@ This module is on the proxy's hot path: it imports nothing outside the standard 
     https://api.x.com/v1      exact host (port 443 unless given), path prefix /v1 (segment boundary)
     regex:<pattern>           full match of the canonical host name, port 443
 
-A regex is accepted only from a small grammar (see :func:`check_host_pattern`) that cannot match an arbitrary
-registrable domain and cannot backtrack catastrophically.
+A ``regex:`` rule is matched with RE2 (:mod:`authsome.providers.linear_regex`), in time linear in the host name, so
+no pattern can stall the proxy. :func:`check_host_pattern` checks what a pattern may claim: only names under one
+registrable domain.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
+
+from authsome.providers.linear_regex import LinearPattern, compile_linear
 
 MAX_HOST_LENGTH = 253
-MAX_LABEL_LENGTH = 63
+
 MAX_PATTERN_LENGTH = 256
 DEFAULT_PORT = 443
+Fail = Callable[[str], ValueError]
 
 _LABEL_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _PATH_RE = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
@@ -88,6 +94,44 @@ def _canonical_ipv6(host: str) -> str:
         raise ValueError(f"invalid host name {host!r}") from None
 
 
+# -- host:port ---------------------------------------------------------------------------------------------------
+
+
+class InvalidPort(ValueError):
+    """The port of ``host:port`` text is missing or not a number from 1 (or 0) to 65535."""
+
+
+def split_host_port(text: str, default_port: int | None = DEFAULT_PORT, *, port_zero: bool = False) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as (:func:`canonical_host`, port).
+
+    IPv6 literals need their brackets. ``default_port`` applies when no port is written (None: a port is required); a
+    port is 1 to 65535 (0 too with ``port_zero``). ``ValueError`` with a one-line reason otherwise.
+    """
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("unclosed '[' in IPv6 address")
+        host, tail = text[: end + 1], text[end + 1 :]
+        if tail and not tail.startswith(":"):
+            raise ValueError("unexpected text after the IPv6 address")
+        port = tail[1:] if tail else None
+    elif ":" in text:
+        if text.count(":") > 1:  # "::1:443": is 443 a port? Brackets say.
+            raise ValueError("an IPv6 address must be written in brackets, e.g. [::1]:443")
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    name = canonical_host(host)
+    if port is None:
+        if default_port is None:
+            raise InvalidPort("a port is required (host:port)")
+        return name, default_port
+    lowest = 0 if port_zero else 1
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not lowest <= int(port) <= 65535:
+        raise InvalidPort(f"port must be a number from {lowest} to 65535")
+    return name, int(port)
+
+
 # -- rules --------------------------------------------------------------------------------------------------------
 
 
@@ -100,7 +144,7 @@ class HostRule:
     host: str | None
     port: int
     path_prefix: str
-    pattern: re.Pattern[str] | None
+    pattern: LinearPattern | None = field(default=None, compare=False)  # follows from ``raw``
 
     def matches(self, host: str, port: int, path: str) -> bool:
         """Whether a request to canonical ``host``:``port`` for ``path`` falls under this rule."""
@@ -152,69 +196,47 @@ def parse_host_rule(text: str) -> HostRule:
         raise ValueError(f"host rule {text!r}: a path needs the URL form https://host/path")
     if any(c in text for c in "?#@"):
         raise ValueError(f"host rule {text!r}: no user info, query or fragment allowed")
-    host, port = _split_host_port(rest, text)
+    if "*" in rest:
+        raise ValueError(f"host rule {text!r}: wildcards are not supported; use regex:<pattern>")
+    try:
+        host, port = split_host_port(rest, DEFAULT_PORT)
+    except ValueError as exc:
+        raise ValueError(f"host rule {text!r}: {exc}") from None
     path = path.rstrip("/")
     if path and (not _PATH_RE.fullmatch(path) or _DOT_SEGMENT_RE.search(path) or "//" in path):
         raise ValueError(f"host rule {text!r}: invalid path prefix {path!r}")
     return HostRule(text, "exact", host, port, path, None)
 
 
-def _split_host_port(rest: str, text: str) -> tuple[str, int]:
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            raise ValueError(f"host rule {text!r}: unclosed '[' in IPv6 address")
-        host_part, tail = rest[: end + 1], rest[end + 1 :]
-        if tail and not tail.startswith(":"):
-            raise ValueError(f"host rule {text!r}: unexpected text after the IPv6 address")
-        port_part = tail[1:] if tail else None
-    elif ":" in rest:
-        host_part, port_part = rest.rsplit(":", 1)
-    else:
-        host_part, port_part = rest, None
-    if "*" in host_part:
-        raise ValueError(f"host rule {text!r}: wildcards are not supported; use regex:<pattern>")
+# -- regex rules ----------------------------------------------------------------------------------------------------
+
+
+def compile_host_pattern(pattern: str) -> LinearPattern:
+    """``pattern`` checked with :func:`check_host_pattern` and compiled with RE2 (matched with ``fullmatch``)."""
+    fail = _failure(pattern)
+    if not pattern:
+        raise fail("empty pattern")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise fail(f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
+    if not pattern.isascii():
+        raise fail("use the IDNA (xn--) form of non-ASCII names")
     try:
-        host = canonical_host(host_part)
+        compiled = compile_linear(pattern)
     except ValueError as exc:
-        raise ValueError(f"host rule {text!r}: {exc}") from None
-    if port_part is None:
-        return host, DEFAULT_PORT
-    if not port_part.isdigit() or not 0 < int(port_part) < 65536:
-        raise ValueError(f"host rule {text!r}: port must be a number from 1 to 65535")
-    return host, int(port_part)
-
-
-# -- safe host regexes ---------------------------------------------------------------------------------------------
-
-
-def compile_host_pattern(pattern: str) -> re.Pattern[str]:
-    """Check ``pattern`` with :func:`check_host_pattern` and compile it (matched with ``fullmatch``)."""
-    check_host_pattern(pattern)
-    try:
-        return re.compile(pattern)
-    except re.error as exc:  # pragma: no cover - the grammar only admits valid regexes
-        raise ValueError(f"regex {pattern!r}: {exc}") from None
+        raise fail(str(exc)) from None
+    _check_scope(pattern, fail)
+    return compiled
 
 
 def check_host_pattern(pattern: str) -> None:
-    """Raise ``ValueError`` unless ``pattern`` belongs to the safe host-regex grammar.
+    """Raise ``ValueError`` (naming the pattern and the reason) unless ``pattern`` may be a ``regex:`` rule.
 
-    Grammar (matched against canonical, lowercase host names with ``fullmatch``; ``^``/``$`` optional)::
-
-        pattern  := ['^'] item* ['$']
-        item     := atom [quant] | alt ['?'] | label_group quant?
-        atom     := [a-z0-9_-] | '\\.' | '\\-' | '\\d' | class
-        class    := '[' (char | char '-' char | '\\-' | '\\d')+ ']'     no '.', no negation
-        alt      := '(' ['?:'] literal ('|' literal)+ ')'                 literals of [a-z0-9_-]
-        label_group := '(' ['?:'] atom-with-quant* '\\.' ')'              repeats whole labels, no nesting
-        quant    := '?' | '*' | '+' | '{n}' | '{m,n}' | '{m,}'            n <= 253, no lazy/possessive forms
-
-    plus two whole-pattern rules: between two mandatory ``\\.`` there is at most one variable-length item (so no
-    two quantifiers compete for the same characters), and the pattern ends in a fixed literal suffix of at least two
-    complete DNS labels that is not a public suffix (so it names one registrable domain).
+    It must compile with RE2 and may only claim names under one registrable domain: it ends in a fixed suffix of at
+    least two whole DNS labels that is not a public suffix (``\\.googleapis\\.com``), has no ``|`` outside a group,
+    no ``.`` wildcard (write ``\\.`` for a dot) and no uppercase letters (host names are matched in lowercase).
+    Any shape before that suffix is fine: RE2 matches in linear time.
     """
-    _PatternChecker(pattern).check()
+    compile_host_pattern(pattern)
 
 
 def narrow_host_pattern(pattern: str) -> str | None:
@@ -243,235 +265,89 @@ def narrow_host_pattern(pattern: str) -> str | None:
     return candidate
 
 
-class _Item:
-    """One parsed element of a host pattern (a plain class: dataclass creation costs start-up time)."""
-
-    __slots__ = ("kind", "text", "variable")
-
-    def __init__(self, kind: Literal["lit", "class", "alt", "group"], text: str, variable: bool) -> None:
-        self.kind = kind
-        self.text = text  # the literal text for "lit" items ('.' for an escaped dot)
-        self.variable = variable
+def _failure(pattern: str) -> Fail:
+    return lambda reason: ValueError(f"regex {pattern!r}: {reason}")
 
 
-class _PatternChecker:
-    """A small recursive-descent parser for the safe host-regex grammar."""
+def _check_scope(pattern: str, fail: Fail) -> None:
+    """What ``pattern`` may claim, read from the parse tree of Python's :mod:`re` (which has no public API for it).
 
-    def __init__(self, pattern: str) -> None:
-        self.src = pattern
-        self.pos = 0
+    The tree is only read, never matched. A pattern RE2 accepts and Python's parser refuses (``\\p{L}``, ``\\z``)
+    or warns about (``[[:alpha:]]``) is refused; what is read (literal characters, anchors, groups, repeats,
+    alternation) both engines read alike, and where they differ (``a{,2}`` is literal text to RE2) RE2 matches less.
+    """
+    import importlib
+    import warnings
 
-    def fail(self, reason: str) -> ValueError:
-        return ValueError(f"regex {self.src!r}: {reason}")
+    parser = importlib.import_module("re._parser")
+    ops = importlib.import_module("re._constants")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "possible nested set": the engines read [[:x:]] differently
+            items = list(parser.parse(pattern))
+    except (re.error, Warning) as exc:
+        raise fail(str(exc)) from None
+    _check_atoms(items, ops, fail)
+    if any(op is ops.BRANCH for op, _ in items):
+        raise fail("alternation is only allowed inside a group, e.g. (eu|us)\\.acme\\.com")
+    while items and items[-1][0] is ops.AT:  # '$'
+        items.pop()
+    suffix = ""
+    while items and items[-1][0] is ops.LITERAL:
+        suffix = chr(items.pop()[1]) + suffix
+    labels = suffix.split(".")
+    if not _at_label_start(items, True, ops) or suffix.startswith("."):
+        labels = labels[1:]  # the first fragment may be glued to the variable part before it
+    if len(labels) < 2 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        raise fail("the pattern must end in a fixed suffix of at least two whole labels, e.g. '\\.googleapis\\.com'")
+    if ".".join(labels) in PUBLIC_SUFFIXES:
+        raise fail(f"suffix {'.'.join(labels)!r} is a public suffix that anyone can register under")
 
-    def peek(self, n: int = 1) -> str:
-        return self.src[self.pos : self.pos + n]
 
-    def check(self) -> None:
-        src = self.src
-        if not src:
-            raise self.fail("empty pattern")
-        if len(src) > MAX_PATTERN_LENGTH:
-            raise self.fail(f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
-        if not src.isascii():
-            raise self.fail("use the IDNA (xn--) form of non-ASCII names")
-        if re.search(r"\\[1-9]|\(\?P=", src):
-            raise self.fail("backreferences are not allowed")
-        if re.search(r"\(\?<?[=!]", src):
-            raise self.fail("lookarounds are not allowed")
-        if self.peek() == "^":
-            self.pos += 1
-        end = len(src) - 1 if src.endswith("$") and not src.endswith("\\$") else len(src)
-        items = self.sequence(end, in_group=False)
-        if self.pos != end:  # pragma: no cover - sequence() consumes up to end or raises
-            raise self.fail(f"unexpected {src[self.pos]!r}")
-        self.check_segments(items)
-        self.check_suffix(items)
+def _check_atoms(items: Any, ops: Any, fail: Fail) -> None:
+    """No '.' wildcard and no uppercase letter anywhere in the tree."""
+    for op, av in items:
+        if op is ops.ANY:
+            raise fail("'.' matches any character (and so any domain); write '\\.' for a literal dot")
+        if (op is ops.LITERAL and 65 <= av <= 90) or (op is ops.RANGE and (65 <= av[0] <= 90 or 65 <= av[1] <= 90)):
+            raise fail("host names are matched in lowercase; use lowercase letters")
+        for sub in _children(op, av, ops):
+            _check_atoms(sub, ops, fail)
 
-    def sequence(self, end: int, *, in_group: bool) -> list[_Item]:
-        items: list[_Item] = []
-        while self.pos < end:
-            c = self.peek()
-            if c == ")" and in_group:
-                break
-            if c == "|":
-                raise self.fail("alternation is only allowed inside a group of literals, e.g. (eu|us)")
-            if c == "(":
-                if in_group:
-                    raise self.fail("nested groups are not allowed")
-                items.append(self.group())
-                continue
-            item = self.atom()
-            items.append(self.quantified(item))
-        return items
 
-    def atom(self) -> _Item:
-        c = self.peek()
-        if c == "\\":
-            return self.escape()
-        if c == "[":
-            return self.char_class()
-        if c == ".":
-            raise self.fail("'.' matches any character (and so any domain); write '\\.' for a literal dot")
-        if c in "^$":
-            raise self.fail(f"{c!r} is only allowed at the very start ('^') or end ('$')")
-        if c in "*+?{":
-            raise self.fail(f"quantifier {c!r} has nothing to repeat")
-        if "A" <= c <= "Z":
-            raise self.fail("host names are matched in lowercase; use lowercase letters")
-        if not (c.isalnum() or c in "-_"):
-            raise self.fail(f"character {c!r} is not allowed in a host pattern")
-        self.pos += 1
-        return _Item("lit", c, False)
+def _children(op: Any, av: Any, ops: Any) -> list[Any]:
+    if op is ops.IN:
+        return [av]
+    if op is ops.SUBPATTERN:
+        return [av[-1]]
+    if op in (ops.MAX_REPEAT, ops.MIN_REPEAT, getattr(ops, "POSSESSIVE_REPEAT", None)):
+        return [av[2]]
+    if op is ops.BRANCH:
+        return list(av[1])
+    if op is getattr(ops, "ATOMIC_GROUP", None):
+        return [av]
+    return []
 
-    def escape(self) -> _Item:
-        nxt = self.src[self.pos + 1 : self.pos + 2]
-        self.pos += 2
-        if nxt in (".", "-"):
-            return _Item("lit", nxt, False)
-        if nxt == "d":
-            return _Item("class", "\\d", False)
-        if nxt.isdigit():
-            raise self.fail("backreferences are not allowed")
-        raise self.fail(f"escape '\\{nxt}' is not allowed (only \\. \\- \\d)")
 
-    def char_class(self) -> _Item:
-        self.pos += 1
-        if self.peek() == "^":
-            raise self.fail("negated character classes are not allowed (they match '.')")
-        members = 0
-        while True:
-            c = self.peek()
-            if not c:
-                raise self.fail("unclosed '['")
-            if c == "]" and members:
-                self.pos += 1
-                return _Item("class", "", False)
-            if c == "\\":
-                esc = self.src[self.pos + 1 : self.pos + 2]
-                if esc not in ("-", "d"):
-                    raise self.fail(f"escape '\\{esc}' is not allowed in a character class (only \\- \\d)")
-                self.pos += 2
-            elif c == ".":
-                raise self.fail("character classes must not contain '.': a class may not cross a label boundary")
-            elif c.isdigit() or ("a" <= c <= "z") or c in "-_":
-                if self.peek(2)[1:] == "-" and self.src[self.pos + 2 : self.pos + 3] not in ("]", ""):
-                    lo, hi = c, self.src[self.pos + 2]
-                    if (
-                        not (lo.isdigit() or "a" <= lo <= "z")
-                        or not (hi.isdigit() or "a" <= hi <= "z")
-                        or lo > hi
-                        or lo.isdigit() != hi.isdigit()
-                    ):
-                        raise self.fail(f"bad range {lo}-{hi} in character class")
-                    self.pos += 3
-                else:
-                    self.pos += 1
-            elif "A" <= c <= "Z":
-                raise self.fail("host names are matched in lowercase; use lowercase letters")
-            else:
-                raise self.fail(f"character {c!r} is not allowed in a character class")
-            members += 1
-
-    def group(self) -> _Item:
-        start = self.pos
-        self.pos += 1
-        if self.peek() == "?":
-            head = self.peek(3)
-            if head[:2] == "?:":
-                self.pos += 2
-            elif head[:2] in ("?=", "?!") or head in ("?<=", "?<!"):
-                raise self.fail("lookarounds are not allowed")
-            else:
-                raise self.fail("only plain (...) and (?:...) groups are allowed")
-        if self._is_alternation():
-            return self.alternation(start)
-        body = self.sequence(len(self.src), in_group=True)
-        if self.peek() != ")":
-            raise self.fail("unclosed '('")
-        self.pos += 1
-        if not body or body[-1].kind != "lit" or body[-1].text != ".":
-            raise self.fail(
-                "a group must be an alternation of literals like (eu|us) or whole labels ending in '\\.', "
-                "like ([a-z0-9-]+\\.); nested quantifiers such as (a+)+ are not allowed"
-            )
-        self.check_segments(body)
-        item = _Item("group", self.src[start : self.pos], False)
-        return self.quantified(item)
-
-    def _is_alternation(self) -> bool:
-        depth_end = self.src.find(")", self.pos)
-        return depth_end >= 0 and "|" in self.src[self.pos : depth_end]
-
-    def alternation(self, start: int) -> _Item:
-        end = self.src.find(")", self.pos)
-        for branch in self.src[self.pos : end].split("|"):
-            if not branch or not all(c.isdigit() or "a" <= c <= "z" or c in "-_" for c in branch):
-                raise self.fail(f"alternatives must be non-empty literals of [a-z0-9_-], not {branch!r}")
-        self.pos = end + 1
-        item = _Item("alt", self.src[start : self.pos], True)
-        if self.peek() == "?":
-            self.pos += 1
-        elif self.peek() in ("*", "+", "{"):
-            raise self.fail("an alternation group may only be made optional with '?'")
-        return item
-
-    def quantified(self, item: _Item) -> _Item:
-        c = self.peek()
-        if c not in ("?", "*", "+", "{"):
-            return item
-        if c == "{":
-            close = self.src.find("}", self.pos)
-            body = self.src[self.pos + 1 : close] if close > 0 else ""
-            m = re.fullmatch(r"(\d{1,3})(?:(,)(\d{1,3})?)?", body)
-            if m is None:
-                raise self.fail("malformed {m,n} quantifier")
-            lo, comma, hi = int(m.group(1)), m.group(2), m.group(3)
-            if (hi is not None and int(hi) < lo) or lo > MAX_HOST_LENGTH or (hi and int(hi) > MAX_HOST_LENGTH):
-                raise self.fail(f"quantifier {{{body}}} is out of range (0..{MAX_HOST_LENGTH}, m <= n)")
-            variable = bool(comma) and (hi is None or int(hi) != lo)
-            self.pos = close + 1
+def _at_label_start(items: Any, state: bool, ops: Any) -> bool:
+    """Whether every match of ``items`` (entered at a label start when ``state``) ends at a label start: it is empty
+    at the start of the host or ends in a literal dot. Anything not known to end so counts as not ending so."""
+    for op, av in items:
+        if op is ops.LITERAL:
+            state = av == ord(".")
+        elif op is ops.AT:
+            continue  # '^', '$' consume nothing
+        elif op is ops.SUBPATTERN:
+            state = _at_label_start(av[-1], state, ops)
+        elif op is getattr(ops, "ATOMIC_GROUP", None):
+            state = _at_label_start(av, state, ops)
+        elif op in (ops.MAX_REPEAT, ops.MIN_REPEAT, getattr(ops, "POSSESSIVE_REPEAT", None)):
+            low, high, sub = av
+            once = _at_label_start(sub, state, ops)
+            twice = _at_label_start(sub, once, ops)  # further repeats only alternate between these two
+            state = (low > 0 or state) and (high < 1 or once) and (high < 2 or twice)
+        elif op is ops.BRANCH:
+            state = all(_at_label_start(branch, state, ops) for branch in av[1])
         else:
-            lo, variable = 1, True
-            self.pos += 1
-        if self.peek() in ("?", "+"):
-            raise self.fail("lazy and possessive quantifiers are not allowed")
-        if self.peek() in ("*", "{"):
-            raise self.fail("nested quantifiers are not allowed")
-        if item.kind == "lit" and item.text == "." and variable:
-            raise self.fail("'\\.' may not be repeated; repeat whole labels with a group like ([a-z0-9-]+\\.)*")
-        text = "" if variable else item.text * lo
-        return _Item(item.kind, text, variable or item.variable)
-
-    def check_segments(self, items: list[_Item]) -> None:
-        """At most one variable-length item between two mandatory literal dots."""
-        count = 0
-        for item in items:
-            if item.kind == "lit" and item.text == ".":
-                count = 0
-                continue
-            if item.variable:
-                count += 1
-                if count > 1:
-                    raise self.fail(
-                        "two variable-length parts in one label can backtrack; separate them with a literal '\\.'"
-                    )
-
-    def check_suffix(self, items: list[_Item]) -> None:
-        """The pattern must end in a literal suffix of at least two whole labels that is not a public suffix."""
-        suffix = ""
-        whole = True  # True when the suffix starts at the start of the pattern or right after a label group
-        for item in reversed(items):
-            if item.kind != "lit" or item.variable or not item.text:
-                whole = item.kind == "group"
-                break
-            suffix = item.text + suffix
-        labels = suffix.split(".")
-        if not whole:
-            labels = labels[1:]  # the first fragment may be glued to the variable part before it
-        if len(labels) < 2 or not all(labels):
-            raise self.fail(
-                "the pattern must end in a fixed suffix of at least two whole labels, e.g. '\\.googleapis\\.com'"
-            )
-        if ".".join(labels) in PUBLIC_SUFFIXES:
-            raise self.fail(f"suffix {'.'.join(labels)!r} is a public suffix that anyone can register under")
+            state = False
+    return state

@@ -21,7 +21,7 @@ from authsome.errors import UsageError
 from authsome.paths import check_name
 from authsome.providers import authsome_format
 from authsome.providers.export import URL_KINDS, parse_export
-from authsome.providers.hosts import HostRule, canonical_host, narrow_host_pattern, parse_host_rule
+from authsome.providers.hosts import HostRule, narrow_host_pattern, parse_host_rule
 from authsome.providers.key_pattern import check_key_pattern
 from authsome.providers.validate import (
     CONTROL_RE,
@@ -33,10 +33,11 @@ from authsome.providers.validate import (
     choice,
     get_str,
     json_object,
-    split_authority,
     text,
     type_name,
+    url_parts,
 )
+from authsome.providers.well_known import well_known_urls
 
 SCHEMA_VERSION = 1
 PLACEHOLDER = "authsome-proxy-managed"
@@ -57,8 +58,6 @@ _RESERVED_PARAMS = frozenset(
     {"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"}
 )
 _BASE = "{base_url}"
-_DISCOVERY_AS = "/.well-known/oauth-authorization-server"
-_DISCOVERY_OIDC = "/.well-known/openid-configuration"
 _OAUTH_URLS = (
     "authorization_url",
     "token_url",
@@ -206,9 +205,8 @@ class Provider:
         o = self.oauth
         urls = [o.authorization_url, o.token_url, o.revocation_url, o.device_authorization_url, o.registration_endpoint]
         if o.issuer:
-            base = o.issuer.rstrip("/")
-            urls += [base + _DISCOVERY_AS, base + _DISCOVERY_OIDC]
-        return tuple(_url_parts(u) for u in urls if u)
+            urls += well_known_urls(o.issuer)
+        return tuple((host, port, path.rstrip("/")) for host, port, path in map(url_parts, filter(None, urls)))
 
     def is_oauth_endpoint(self, host: str, port: int, path: str) -> bool:
         """Whether a request to canonical ``host``:``port`` ``path`` targets one of :attr:`oauth_endpoints`."""
@@ -236,16 +234,6 @@ class Provider:
             api = f"https://{host}{'' if exact.port == 443 else f':{exact.port}'}{exact.path_prefix}"
         values = {"base_url": base, "api_url": api or base}
         return {k: v for k, v in values.items() if v}
-
-
-def _url_parts(url: str) -> tuple[str, int, str]:
-    m = URL_RE.fullmatch(url)
-    if m is None:  # pragma: no cover - URLs are validated at parse time
-        raise ValueError(f"invalid URL {url!r}")
-    scheme, authority, path = m.groups()
-    host, port = split_authority(authority)
-    number = int(port) if port else (443 if scheme == "https" else 80)
-    return canonical_host(host), number, path.split("?", 1)[0].rstrip("/")
 
 
 def _build_dict(p: Provider) -> dict[str, Any]:

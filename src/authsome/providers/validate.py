@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from authsome.errors import UsageError
-from authsome.providers.hosts import canonical_host
+from authsome.providers.hosts import InvalidPort, split_host_port
 
-HINT = "fix the provider definition; docs/providers.md describes every field"
+HINT = "fix the provider definition; `authsome inspect openai --json` shows a valid one to start from"
 ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 URL_RE = re.compile(r"(https?)://([^/?#@\s\\]+)((?:[/?][^\s#]*)?)")
@@ -103,31 +103,28 @@ def env_name(where: Where, field_name: str, value: object) -> str:
     return value
 
 
-def split_authority(authority: str) -> tuple[str, str | None]:
-    """``host`` and ``port`` (or None) of a URL authority; IPv6 literals keep their brackets."""
-    if authority.startswith("["):
-        end = authority.find("]")
-        rest = authority[end + 1 :]
-        return authority[: end + 1], (rest[1:] if rest.startswith(":") else rest or None)
-    if ":" in authority:
-        host, port = authority.rsplit(":", 1)
-        return host, port
-    return authority, None
-
-
 def check_url(where: Where, field_name: str, url: str) -> str:
     """An ``https://`` URL (``http://`` only for loopback hosts) without user info, fragment or templates."""
     m = URL_RE.fullmatch(url)
     if m is None or CONTROL_RE.search(url) or "{" in url or "}" in url:
         raise where.error(field_name, f"{url!r} is not a valid https:// URL")
     scheme, authority, _ = m.groups()
-    host_part, port = split_authority(authority)
-    if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
-        raise where.error(field_name, f"{url!r} has an invalid port")
     try:
-        host = canonical_host(host_part)
-    except ValueError:
-        raise where.error(field_name, f"{url!r} has an invalid host") from None
+        host, _ = split_host_port(authority)
+    except InvalidPort as exc:
+        raise where.error(field_name, f"{url!r} has an invalid port: {exc}") from None
+    except ValueError as exc:
+        raise where.error(field_name, f"{url!r} has an invalid host: {exc}") from None
     if scheme == "http" and host not in LOOPBACK:
         raise where.error(field_name, f"{url!r} must use https:// (http:// only for 127.0.0.1, localhost or ::1)")
     return url
+
+
+def url_parts(url: str) -> tuple[str, int, str]:
+    """(canonical host, port, path without query) of a URL that :func:`check_url` accepted."""
+    m = URL_RE.fullmatch(url)
+    if m is None:  # pragma: no cover - URLs are validated at parse time
+        raise ValueError(f"invalid URL {url!r}")
+    scheme, authority, path = m.groups()
+    host, port = split_host_port(authority, 443 if scheme == "https" else 80)
+    return host, port, path.split("?", 1)[0]

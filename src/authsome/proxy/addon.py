@@ -8,10 +8,11 @@ on a worker thread, never on mitmproxy's event loop. Any failure there becomes a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from mitmproxy import connection, http, tcp, tls
 from mitmproxy.proxy import server_hooks
@@ -19,7 +20,7 @@ from mitmproxy.proxy import server_hooks
 from authsome.errors import AuthsomeError, CredentialMissing
 from authsome.models import DEFAULT_CONNECTION
 from authsome.policy import METHOD_OVERRIDE_HEADERS, Policy
-from authsome.providers.hosts import canonical_host
+from authsome.providers.hosts import canonical_host, split_host_port
 from authsome.proxy.auth import PRINCIPAL, Principal
 from authsome.proxy.redact import (
     EncodedRedactor,
@@ -44,24 +45,9 @@ _SECRETS = "authsome.secrets"
 
 
 def split_authority(value: str, default_port: int) -> Address | None:
-    """``host[:port]`` (IPv6 in brackets) as canonical (host, port), or None when it does not parse."""
-    host, port = value, default_port
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        host, rest = value[1:end], value[end + 1 :]
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                return None
-            port = int(rest[1:])
-    elif ":" in value:
-        host, _, raw = value.rpartition(":")
-        if not raw.isdigit() or ":" in host:
-            return None
-        port = int(raw)
+    """``host[:port]`` (IPv6 in brackets) as canonical (host, port) (:func:`split_host_port`), or None."""
     try:
-        return canonical_host(host), port
+        return split_host_port(value, default_port)
     except ValueError:
         return None
 
@@ -97,6 +83,19 @@ def _has_body(flow: http.HTTPFlow) -> bool:
     response = flow.response
     assert response is not None
     return flow.request.method != "HEAD" and response.status_code >= 200 and response.status_code not in (204, 304)
+
+
+def _committed(done: Future[None] | None) -> Awaitable[None] | None:
+    """What a hook returns so that mitmproxy answers once the audit record is committed; a failed commit was reported
+    by the trail and does not hold the answer back."""
+    if done is None:
+        return None
+
+    async def wait() -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(done)
+
+    return wait()
 
 
 class _Replace:
@@ -135,6 +134,10 @@ class Injector:
 
     def done(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def forget_credentials(self) -> None:
+        """Ask ``headers_for`` again at the next request (a credential changed elsewhere: another gateway replica)."""
+        self._cache.clear()
 
     # -- requests ------------------------------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -177,7 +180,13 @@ class Injector:
         if flow.response is None and target[0] != ONBOARDING_HOST:
             request.stream = True  # uploads go through without being buffered
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def responseheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Stream the response (see :meth:`_stream`). With a trail shared by replicas, the answer (every answer passes
+        here, the proxy's own included) goes out once the request's audit record is committed."""
+        self._stream(flow)
+        return self._answering(flow)
+
+    def _stream(self, flow: http.HTTPFlow) -> None:
         """Stream every response (server-sent events as they are sent, downloads without buffering); a response to
         an injected request is streamed through a redactor so the credential never comes back to the child."""
         response = flow.response
@@ -201,11 +210,11 @@ class Injector:
         elif not response.stream:
             response.stream = True
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow)
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        return self._finish(flow)
 
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow)
+    def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        return self._finish(flow)  # (mitmproxy sends the child its error response after this hook)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         """Keep only the newest message in memory: a long-lived socket must not grow without bound."""
@@ -477,10 +486,22 @@ class Injector:
         flow.metadata[_RECORD] = record
         self.reporter.decided(record)
 
-    def _finish(self, flow: http.HTTPFlow) -> None:
+    def _answering(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """With a :class:`~authsome.proxy.report.DurableAudit`: commit the record as the response starts (its status,
+        the time to its headers) and have mitmproxy wait for the commit before it sends the response."""
+        record: RequestRecord | None = flow.metadata.get(_RECORD)
+        if record is None or flow.response is None or not self.reporter.commits_on_answer:
+            return None
+        record.status = flow.response.status_code
+        start = flow.metadata.get(_START)
+        if isinstance(start, float):
+            record.duration_ms = round((time.monotonic() - start) * 1000, 1)
+        return _committed(self.reporter.answering(record))
+
+    def _finish(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         record: RequestRecord | None = flow.metadata.pop(_RECORD, None)
         if record is None:
-            return
+            return None
         if flow.response is not None:
             record.status = flow.response.status_code
         elif flow.error is not None and record.decision != "refused":
@@ -489,4 +510,6 @@ class Injector:
         start = flow.metadata.get(_START)
         if isinstance(start, float):
             record.duration_ms = round((time.monotonic() - start) * 1000, 1)
+        answer = _committed(self.reporter.answering(record))  # an error, answered after this hook (a shared trail)
         self.reporter.finished(record)
+        return answer

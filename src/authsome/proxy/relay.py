@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from authsome.providers.hosts import canonical_host
+from authsome.providers.hosts import split_host_port
 from authsome.proxy import splice, upstream
 from authsome.proxy.auth import LOCAL_REFUSAL, REALM, Authenticator, Denied, Principal, RunCredential, reason_phrase
 from authsome.proxy.report import ERROR_HEADER, Reporter, RequestRecord, error_body
@@ -54,11 +54,8 @@ def basic_auth_ok(header: str, expected: bytes) -> bool:
 
 def parse_target(target: str) -> Address | None:
     """A CONNECT target ``host:port`` (IPv6 in brackets) as (canonical host, port), or None."""
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
     try:
-        return canonical_host(host), int(port)
+        return split_host_port(target, None)
     except ValueError:
         return None
 

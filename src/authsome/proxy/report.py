@@ -6,6 +6,9 @@ Nothing here ever holds a secret: records carry the method, host, path (never th
 connection, decision and reason. The audit callback is called on the proxy's event loop, in order, and must return at
 once: authsome's audit trail queues each record and writes them in batches on its own thread
 (:meth:`authsome.store.audit.AuditLog.submit`).
+
+A trail shared by gateway replicas is a :class:`DurableAudit` instead: a request's record is committed when the
+request is answered, and the answer waits for the commit (a replica killed right after answering loses no record).
 """
 
 from __future__ import annotations
@@ -14,12 +17,23 @@ import json
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Literal
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Literal, TypeAlias
 
 ERROR_HEADER = "X-Authsome-Error"
 DecisionKind = Literal["injected", "passthrough", "ambiguous", "refused", "tunnel"]
-Audit = Callable[[dict[str, object]], None]
+
+
+@dataclass(frozen=True)
+class DurableAudit:
+    """An audit trail whose records must be committed before the request is answered (PostgreSQL, shared by
+    replicas): ``commit(event, record)`` starts writing at once and returns a future done once it is committed."""
+
+    commit: Callable[[str, dict[str, object]], Future[None]]
+
+
+Audit: TypeAlias = Callable[[dict[str, object]], None] | DurableAudit
 
 
 @dataclass
@@ -37,6 +51,8 @@ class RequestRecord:
     status: int | None = None
     duration_ms: float | None = None
     agent: str | None = None  # the gateway agent that sent it (None: the child of `authsome run`)
+    # (decision, reason) as committed when the request was answered (a DurableAudit); not part of the record
+    answered: tuple[str, str | None] | None = field(default=None, repr=False, compare=False)
 
     def line(self) -> str:
         """The ``--verbose`` line, e.g. ``injected    openai/default GET api.openai.com/v1/models``."""
@@ -47,6 +63,7 @@ class RequestRecord:
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
+        del data["answered"]
         if self.agent is None:
             del data["agent"]  # a run's records stay as they were
         return data
@@ -104,21 +121,52 @@ class Reporter:
         if self.verbose:
             self._emit(record.line())
 
+    @property
+    def commits_on_answer(self) -> bool:
+        """True when a request's audit record is committed before its answer (see :meth:`answering`)."""
+        return isinstance(self._audit, DurableAudit)
+
+    def answering(self, record: RequestRecord) -> Future[None] | None:
+        """The proxy is about to answer ``record``'s request (its status or its error is known). With a
+        :class:`DurableAudit`, the record is committed now, once, and the caller answers when the future is done;
+        otherwise there is nothing to wait for (the record goes out when the request is finished)."""
+        if not isinstance(self._audit, DurableAudit) or record.answered is not None:
+            return None
+        record.answered = (record.decision, record.reason)
+        return self._commit("request", record)
+
     def finished(self, record: RequestRecord) -> None:
-        if self._audit is not None:
+        if self._audit is None:
+            return
+        if not isinstance(self._audit, DurableAudit):
             self._send({**self.context, **record.to_dict()})
+        elif record.answered is None:  # answered without the proxy core (a relayed tunnel): committed at once
+            self._commit("request", record)
+        elif record.answered != (record.decision, record.reason):  # changed after the answer (a stream cut, failed)
+            self._commit("request_end", record)
 
     def close(self) -> None:
         """Nothing is pending here: every record went to the audit callback as its request finished."""
 
     def _send(self, record: dict[str, object]) -> None:
-        assert self._audit is not None
+        assert self._audit is not None and not isinstance(self._audit, DurableAudit)
         try:
             self._audit(record)
         except Exception as exc:  # the audit trail must never break the child's requests
-            if not self._audit_failed:
-                self._audit_failed = True
-                self.warn(f"could not write the audit record ({type(exc).__name__}); later failures are not shown")
+            self._audit_error(exc)
+
+    def _commit(self, event: str, record: RequestRecord) -> Future[None] | None:
+        assert isinstance(self._audit, DurableAudit)
+        try:
+            return self._audit.commit(event, {**self.context, **record.to_dict()})
+        except Exception as exc:  # (a failed commit is reported by the trail's writer, and the answer still goes)
+            self._audit_error(exc)
+            return None
+
+    def _audit_error(self, exc: Exception) -> None:
+        if not self._audit_failed:
+            self._audit_failed = True
+            self.warn(f"could not write the audit record ({type(exc).__name__}); later failures are not shown")
 
     def _emit(self, text: str) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ from authsome import isolation
 from authsome.errors import UsageError
 from authsome.isolation import SandboxedChild
 from authsome.policy import Policy
+from authsome.providers.hosts import split_host_port
 from authsome.proxy import ca, environment
 from authsome.proxy import trust as run_trust
 from authsome.proxy.report import Audit, Reporter
@@ -283,12 +284,11 @@ def front_upstream(upstream: tuple[str, str | None] | None, trust: Path) -> Upst
     """The chained proxy as the front door needs it (it opens the unrouted tunnels itself)."""
     if upstream is None:
         return None
-    parts = urlsplit(upstream[0])
-    assert parts.hostname is not None and parts.port is not None
-    tls = ssl.create_default_context(cafile=str(trust)) if parts.scheme == "https" else None
+    scheme, _, authority = upstream[0].partition("://")  # as upstream_proxy() wrote it
+    tls = ssl.create_default_context(cafile=str(trust)) if scheme == "https" else None
     from authsome.proxy.relay import UpstreamProxy
 
-    return UpstreamProxy(parts.scheme, (parts.hostname, parts.port), upstream[1], tls)
+    return UpstreamProxy(scheme, split_host_port(authority, None), upstream[1], tls)
 
 
 def _start_sandbox(config: RunConfig, confdir: Path, tmp: Path, parent: Mapping[str, str]) -> SandboxedChild | None:
@@ -354,17 +354,13 @@ def _not_runnable(program: str, path: str) -> tuple[int, str] | None:
 
 def parse_resolve(text: str) -> dict[Address, Address]:
     """``host:port=addr:port,...`` (``AUTHSOME_TEST_RESOLVE``) as {(canonical host, port): (addr, port)}."""
-    from authsome.providers.hosts import canonical_host
-
     out: dict[Address, Address] = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
+        source, _, dest = item.partition("=")
         try:
-            source, dest = item.split("=", 1)
-            host, port = source.rsplit(":", 1)
-            addr, addr_port = dest.rsplit(":", 1)
-            out[(canonical_host(host), int(port))] = (addr.strip("[]"), int(addr_port))
-        except ValueError:
-            raise UsageError(f"resolve entry {item!r} is malformed", "write host:port=address:port") from None
+            out[split_host_port(source, None)] = split_host_port(dest, None)
+        except ValueError as exc:
+            raise UsageError(f"resolve entry {item!r} is malformed: {exc}", "write host:port=address:port") from None
     return out
 
 
@@ -381,21 +377,22 @@ def upstream_proxy(explicit: str | None, parent: Mapping[str, str]) -> tuple[str
             return None
         if "://" not in url:
             url = "http://" + url
-    parts = urlsplit(url)
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        port = 0
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+        parts = urlsplit(url)
+        host, port = split_host_port(parts.netloc.rpartition("@")[2], 443 if parts.scheme == "https" else 80)
+        problem = "" if parts.scheme in ("http", "https") else f"the scheme is {parts.scheme!r}"
+    except ValueError as exc:
+        problem = str(exc)
+    if problem:
         if explicit is None:
             return None
         raise UsageError(
-            f"upstream proxy {explicit!r} is not an http:// or https:// proxy URL",
+            f"upstream proxy {explicit!r} is not an http:// or https:// proxy URL: {problem}",
             "e.g. --upstream http://proxy.corp:3128",
         )
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    shown = f"[{host}]" if ":" in host else host
     auth = f"{unquote(parts.username)}:{unquote(parts.password or '')}" if parts.username else None
-    return f"{parts.scheme}://{host}:{port}", auth
+    return f"{parts.scheme}://{shown}:{port}", auth
 
 
 @contextlib.contextmanager

@@ -184,7 +184,7 @@ def _private_upstream(directory: Path, sources: Sources) -> Path:
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=directory))
     try:
-        _write(staging / "upstream.pem", _upstream_certs(sources, _valid))
+        _write(staging / "upstream.pem", _upstream_certs(sources))
         os.replace(staging / "upstream.pem", path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -204,7 +204,7 @@ def _valid(pem: bytes) -> bool:
     return True
 
 
-def _upstream_certs(sources: Sources, valid: Callable[[bytes], bool]) -> list[bytes]:
+def _upstream_certs(sources: Sources, valid: Callable[[bytes], bool] = _valid) -> list[bytes]:
     """System CAs, the user's and ``--upstream-ca``: never the proxy CA (unless nested, where it is the upstream)."""
     system, user = ca.pem_certs(sources.system), [c for data in sources.user for c in ca.pem_certs(data)]
     proxy = () if sources.nested else map(_der, ca.pem_certs(sources.proxy_ca))
@@ -273,15 +273,9 @@ def _prune(base: Path, keep: Path) -> None:
 
 def _build(root: Path, sources: Sources) -> None:
     """Write an entry's files into ``root`` (created if needed)."""
-    from OpenSSL import crypto  # pyOpenSSL (mitmproxy's dependency): parses as OpenSSL will, and its subject hash
+    from OpenSSL import crypto  # pyOpenSSL (mitmproxy's dependency): its subject hash is OpenSSL's
 
-    def valid(pem: bytes) -> bool:
-        try:
-            crypto.load_certificate(crypto.FILETYPE_PEM, pem)
-        except crypto.Error:  # a damaged block in a user's bundle: the others still count
-            return False
-        return True
-
+    valid = _valid
     root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     system, user = ca.pem_certs(sources.system), [c for data in sources.user for c in ca.pem_certs(data)]
     proxy = ca.pem_certs(sources.proxy_ca)

@@ -11,6 +11,10 @@ head in the store per batch. :meth:`AuditLog.append` writes a batch of one and r
 ``MAX_DELAY`` after its first record and takes at most ``MAX_BATCH`` records; :meth:`AuditLog.flush` returns when
 everything queued is on disk. A crash loses at most the records not yet written; a line cut short by one is not part
 of the chain (the next batch removes it) and :meth:`AuditLog.verify` still passes on what remains.
+
+A trail that replicas share (:attr:`AuditLog.commits_before_answer`: PostgreSQL) must not lose a request's record when
+a replica is killed right after answering: the proxy calls :meth:`AuditLog.commit`, whose batch starts at once (with
+whatever else is queued, so records arriving during a commit share the next one), and answers once it is committed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +61,8 @@ class AuditLog:
     a SQLite store's file). ``on_error`` hears of a batch the background writer could not write (default: one line
     on stderr, once).
     """
+
+    commits_before_answer = False  # this machine's file: a proxied request's record is queued (see the module doc)
 
     def __init__(
         self,
@@ -128,6 +135,16 @@ class AuditLog:
                 self._writer = _GroupWriter(self)
         self._writer.put((event, fields))
 
+    def commit(self, event: str, **fields: Any) -> Future[None]:
+        """Queue one record for a batch that starts at once; the future is done once it is committed (or holds the
+        error, also reported to ``on_error``)."""
+        done: Future[None] = Future()
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = _GroupWriter(self)
+        self._writer.put((event, fields), done)
+        return done
+
     def flush(self) -> None:
         """Return when every record queued so far by :meth:`submit` is on disk (or its batch failed, reported)."""
         if self._writer is not None:
@@ -186,19 +203,24 @@ class _GroupWriter:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
         self._queue: list[Entry] = []
+        self._waiting: list[Future[None] | None] = []  # per queued record: who waits for its commit (commit())
+        self._urgent = 0  # queued records someone waits for: their batch does not wait out the delay
         self._first_at = 0.0  # when the oldest queued record arrived
         self._queued = self._done = 0  # records put, records whose batch is over
         self._flushing = 0  # callers waiting in flush(): no batch waits out the delay meanwhile
         self._cond = threading.Condition()
         threading.Thread(target=self._run, name="authsome-audit", daemon=True).start()
 
-    def put(self, entry: Entry) -> None:
+    def put(self, entry: Entry, done: Future[None] | None = None) -> None:
         with self._cond:
             if not self._queue:
                 self._first_at = time.monotonic()
             self._queue.append(entry)
+            self._waiting.append(done)
             self._queued += 1
-            if len(self._queue) == 1 or len(self._queue) >= MAX_BATCH:
+            if done is not None:
+                self._urgent += 1
+            if len(self._queue) == 1 or len(self._queue) >= MAX_BATCH or done is not None:
                 self._cond.notify_all()
 
     def flush(self) -> None:
@@ -217,18 +239,26 @@ class _GroupWriter:
             with self._cond:
                 while not self._queue:
                     self._cond.wait()
-                while len(self._queue) < MAX_BATCH and not self._flushing:
+                while len(self._queue) < MAX_BATCH and not self._flushing and not self._urgent:
                     left = self._first_at + MAX_DELAY - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                waiting = [done for done in self._waiting[:MAX_BATCH] if done is not None]
+                self._waiting = self._waiting[MAX_BATCH:]
+                self._urgent -= len(waiting)
                 if self._queue:
                     self._first_at = 0.0  # they have waited already: the next batch starts at once
             try:
                 self.log.append_many(batch)
             except Exception as exc:  # the trail must never stop the proxy; the user is told
                 self.log._on_error(exc)
+                for done in waiting:
+                    done.set_exception(exc)
+            else:
+                for done in waiting:
+                    done.set_result(None)
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()

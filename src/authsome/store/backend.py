@@ -9,8 +9,9 @@ same bytes are valid in both backends (``authsome store migrate`` copies them as
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -224,3 +225,38 @@ def provider_removed(url: str | None, name: str) -> bool:
     from authsome.store import pg
 
     return pg.providers.delete(pg.database(check_url(url)), name)
+
+
+# -- changes made by other replicas ---------------------------------------------------------------------------------
+Changed = Callable[[str, str], None]
+
+
+@contextlib.contextmanager
+def watch(
+    url: str | None, profile: str, changed: Changed, *, on_error: Callable[[BaseException], None] | None = None
+) -> Iterator[None]:
+    """While the block runs, hear of the changes other processes (gateway replicas) make to a shared store, as they
+    commit: ``changed(what, name)``, on a thread of its own, with ``what`` one of ``provider`` (a custom provider:
+    read the providers again), ``agent`` (an agent of ``profile``: its name), ``credential`` (a connection or an
+    OAuth client of ``profile``: its record key) or ``all`` (anything may have changed: the database was out of
+    reach). With this machine's store there is nothing to hear."""
+    if not url:
+        yield
+        return
+    from authsome.store import pg
+
+    def on_change(change: pg.changes.Change) -> None:
+        if change.kind == "provider":
+            changed("provider", change.name)
+        elif change.kind == "all":
+            changed("all", "")
+        elif change.profile == profile and change.name.startswith("agent/"):
+            changed("agent", change.name.removeprefix("agent/"))
+        elif change.profile == profile and change.name.startswith(("connection/", "client/")):
+            changed("credential", change.name)
+
+    listener = pg.changes.Listener(pg.database(check_url(url)), on_change, on_error=on_error).start()
+    try:
+        yield
+    finally:
+        listener.stop()

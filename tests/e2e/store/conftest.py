@@ -8,12 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trustme
+from tests.e2e.proxy import conftest as proxy_tests
+from tests.e2e.store.fleet import Fleet, Upstream, upstream
 from tests.oauth_server.fixtures import OAuthServer, approve, loopback_context
 from tests.oauth_server.harness import QueueUI, in_background
 from tests.pg import PgServer, pg_server, pg_url  # noqa: F401  (registers the fixtures)
@@ -102,3 +106,25 @@ def testidp_file(oauth_server: OAuthServer, tmp_path: Path) -> Path:
     path = tmp_path / "testidp.json"
     path.write_text(json.dumps(data))
     return path
+
+
+test_ca = proxy_tests.test_ca
+test_ca_file = proxy_tests.test_ca_file
+
+
+@pytest.fixture
+def api(test_ca: trustme.CA) -> Iterator[Upstream]:
+    """The TLS stand-in for api.openai.com, api.acme.test and api.testidp.test (what the replicas reach)."""
+    with upstream(test_ca) as server:
+        yield server
+
+
+@pytest.fixture
+def fleet(pg_url: str, api: Upstream, test_ca_file: Path) -> Iterator[Fleet]:  # noqa: F811
+    """Replica homes on one fresh database (``fleet.home(0)`` makes the master key the others copy). Under a short
+    directory: a gateway's control socket path must fit in a socket address (108 bytes)."""
+    root = Path(tempfile.mkdtemp(prefix="authsome-fleet-"))
+    made = Fleet(root, pg_url, api.port, test_ca_file)
+    yield made
+    made.close()
+    shutil.rmtree(root, ignore_errors=True)

@@ -181,7 +181,7 @@ def test_error_names_the_file_and_field(tmp_path: Path) -> None:
     err = rejected(api_key_provider(host_url="http://api.acme.test"), path=tmp_path / "acme.json")
     assert err.message.startswith(f"provider file {tmp_path / 'acme.json'}: host_url:")
     assert "only https://" in err.message
-    assert "docs/providers.md" in (err.hint or "")
+    assert "authsome inspect" in (err.hint or "")  # a command a pip-installed user has, not a file of this repo
 
 
 def test_error_names_the_provider_without_a_file() -> None:
@@ -213,10 +213,8 @@ MUTATIONS: list[tuple[str, Any, str]] = [
     ("prefix nul", lambda d: d["api_key"].update(header_prefix="\x00"), "header_prefix: must be printable"),
     ("env var name", lambda d: d["api_key"].update(env_var="1BAD"), "env_var: '1BAD' is not a valid"),
     ("key pattern syntax", lambda d: d["api_key"].update(key_pattern="sk-("), "key_pattern: invalid regex"),
-    ("key pattern nested", lambda d: d["api_key"].update(key_pattern="(a+)+$"), "nested quantifiers"),
     ("key pattern backref", lambda d: d["api_key"].update(key_pattern=r"(a)\1"), "backreferences"),
     ("key pattern lookahead", lambda d: d["api_key"].update(key_pattern="(?=sk)s.*"), "lookarounds"),
-    ("key pattern alt repeat", lambda d: d["api_key"].update(key_pattern="(a|ab)*c"), "alternation inside"),
     ("host_url type", lambda d: d.update(host_url=5), "host_url: must be a string or a non-empty list"),
     ("host_url empty list", lambda d: d.update(host_url=[]), "host_url: must be a string or a non-empty list"),
     ("host_url broad regex", lambda d: d.update(host_url="regex:.*"), "host_url: regex '.*'"),
@@ -309,11 +307,20 @@ def test_reasonable_key_patterns_accepted(pattern: str) -> None:
     [
         ("[z-a]+", "invalid regex"),
         ("a{3,1}", "invalid regex"),
-        ("[a]+[b]+[c]+", "at most two"),
-        ("(a*)*", "nested"),
+        (r"(a)\1", "backreferences"),
+        ("(?=sk)sk.*", "lookarounds"),
         ("x" * 300, "longer than"),
     ],
 )
 def test_unsafe_key_patterns_rejected(pattern: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         check_key_pattern(pattern)
+
+
+def test_a_key_pattern_that_would_backtrack_in_python_is_accepted_and_matched_in_linear_time() -> None:
+    """`(a+)+$` takes Python's `re` 2**n steps on a near miss; RE2 answers at once, so such a pattern is fine."""
+    from authsome.providers.key_pattern import check_key_pattern, key_matches
+
+    check_key_pattern("(a+)+$")
+    assert not key_matches("(a+)+$", "a" * 60 + "!")  # with `re.fullmatch` this would not return in a lifetime
+    assert key_matches("sk-[A-Za-z0-9]{8}", "sk-abcdEF12")

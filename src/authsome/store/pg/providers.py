@@ -3,17 +3,20 @@
 A provider file is data, not a secret, and the registry validates it wherever it comes from: each process copies the
 rows into a private directory of its home (:func:`sync`, at its first use of the registry) and the registry reads
 that directory as it reads a local home's. ``authsome register`` and ``remove`` write the row (:func:`put`,
-:func:`delete`); other replicas see the change at their next start, and every new command at once.
+:func:`delete`) and notify (:mod:`authsome.store.pg.changes`): a running gateway copies the rows again when told, and
+every new command copies them at its start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 from pathlib import Path
 
 from authsome.paths import ensure_private_dir, write_private_file
+from authsome.store.pg.changes import notify_provider
 from authsome.store.pg.database import Database
 
 SUFFIX = ".json"
@@ -40,7 +43,8 @@ def sync(db: Database, directory: Path) -> Path:
     ensure_private_dir(directory)
     for entry in os.scandir(directory):
         if entry.is_file(follow_symlinks=False) and entry.name not in wanted:
-            os.unlink(entry.path)
+            with contextlib.suppress(FileNotFoundError):  # another process of this home removed it first
+                os.unlink(entry.path)
     for name, body in wanted.items():
         path = directory / name
         try:
@@ -54,18 +58,22 @@ def sync(db: Database, directory: Path) -> Path:
 
 def put(db: Database, name: str, body: str) -> None:
     """Add or replace one provider file."""
-    with db.connection() as conn:
+    with db.connection() as conn, conn.transaction():
         conn.execute(
             "INSERT INTO authsome_providers (name, body, updated_at) VALUES (%s, %s, %s)"
             " ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
             (name, body, time.time()),
         )
+        notify_provider(conn, name)
 
 
 def delete(db: Database, name: str) -> bool:
     """Remove one provider file; False when there was none."""
-    with db.connection() as conn:
-        return conn.execute("DELETE FROM authsome_providers WHERE name = %s", (name,)).rowcount > 0
+    with db.connection() as conn, conn.transaction():
+        removed = conn.execute("DELETE FROM authsome_providers WHERE name = %s", (name,)).rowcount > 0
+        if removed:
+            notify_provider(conn, name)
+        return removed
 
 
 def names(db: Database) -> list[str]:

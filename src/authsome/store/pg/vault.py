@@ -5,7 +5,8 @@ the same JSON text as the local store. A transaction is one database transaction
 statement, ``update_plain`` locks the row it merges into). :meth:`PgVault.lock` is the single-flight lock of a refresh
 across replicas: a transaction on its own connection that holds ``pg_advisory_xact_lock`` for (profile, name) and
 nothing else, so the writes made under it commit as they go (as with the local lock file) and a replica that dies
-holding it releases it when its connection drops (the transaction ends).
+holding it releases it when its connection drops (the transaction ends). Every write notifies the other replicas as
+it commits (:mod:`authsome.store.pg.changes`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from authsome.errors import StoreUnavailable
 from authsome.secret import Secret
 from authsome.store.backend import Doc, RecordDamaged, dump, parse, seal, unseal
+from authsome.store.pg.changes import notify_record
 from authsome.store.pg.database import LOCK_TIMEOUT, Database
 from authsome.store.pg.schema import Conn, lock_id
 
@@ -130,6 +132,11 @@ class PgVault:
         finally:
             flight.release()
 
+    def current(self) -> PgTransaction | None:
+        """The transaction open on this thread, if any."""
+        found: PgTransaction | None = getattr(self._local, "txn", None)
+        return found
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PgTransaction]:
         """All-or-nothing writes in one database transaction. Nested calls join the outer transaction."""
@@ -160,6 +167,7 @@ class PgTransaction:
             " ON CONFLICT (profile, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             (self.vault.profile, key, dump({**doc, "secrets": sealed}), time.time()),
         )
+        notify_record(self.conn, self.vault.profile, key)
 
     def update_plain(self, key: str, changes: Doc) -> bool:
         row = self.conn.execute(
@@ -173,18 +181,23 @@ class PgTransaction:
             "UPDATE authsome_records SET value = %s, updated_at = %s WHERE profile = %s AND key = %s",
             (dump(doc), time.time(), self.vault.profile, key),
         )
+        notify_record(self.conn, self.vault.profile, key)
         return True
 
     def delete(self, key: str) -> bool:
         cur = self.conn.execute(
             "DELETE FROM authsome_records WHERE profile = %s AND key = %s", (self.vault.profile, key)
         )
+        if cur.rowcount > 0:
+            notify_record(self.conn, self.vault.profile, key)
         return cur.rowcount > 0
 
     def delete_prefix(self, prefix: str) -> int:
         cur = self.conn.execute(
             "DELETE FROM authsome_records WHERE profile = %s AND starts_with(key, %s)", (self.vault.profile, prefix)
         )
+        if cur.rowcount > 0:
+            notify_record(self.conn, self.vault.profile, prefix)
         return cur.rowcount
 
 
