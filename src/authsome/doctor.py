@@ -111,6 +111,9 @@ def _source(auth: Authsome) -> tuple[KeySource, bool]:
 
 def _key_source(auth: Authsome) -> Check:
     source, recorded = _source(auth)
+    if source.name == "env":  # given for this process, never recorded: it must decode
+        source.load()
+        return _check("key source", True, source.describe())
     if not recorded:
         return _check("key source", True, f"not chosen yet: the first login will use {source.describe()}")
     if not source.exists():

@@ -192,3 +192,17 @@ def test_doctor_warns_that_a_keyring_master_key_answers_a_same_user_child(
     res = authsome("doctor", "--json", env=env)
     checks = {c["check"]: c for c in res.json()["checks"]}
     assert "can ask for it" in checks["master key and the child"]["detail"]
+
+
+def test_a_master_key_from_the_environment_opens_what_it_sealed(authsome: Runner, user_home: Path) -> None:
+    import base64
+
+    env = {"HOME": str(user_home), **NO_KEYRING, "AUTHSOME_MASTER_KEY": base64.b64encode(bytes(32)).decode()}
+    assert authsome("login", "openai", input=KEY + "\n", env=env).code == 0
+    shown = authsome("get", "openai", "--field", "api_key", "--show-secret", env=env)
+    assert shown.code == 0 and shown.out.strip() == KEY
+    _, checks = doctor(authsome, user_home, AUTHSOME_MASTER_KEY=env["AUTHSOME_MASTER_KEY"])
+    assert checks["key source"]["ok"] and "AUTHSOME_MASTER_KEY" in checks["key source"]["detail"]
+    other = {**env, "AUTHSOME_MASTER_KEY": base64.b64encode(b"\x01" * 32).decode()}
+    refused = authsome("get", "openai", "--field", "api_key", "--show-secret", env=other)
+    assert refused.code == 7 and KEY not in refused.out + refused.err  # another key opens nothing, says so

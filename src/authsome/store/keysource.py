@@ -3,6 +3,8 @@
 The source is chosen the first time a key is needed and recorded in ``config.json`` (``key_source``), so later
 runs go straight to it without probing. ``AUTHSOME_KEY_SOURCE`` (keyring|file|passphrase) forces the choice for a
 new home; ``AUTHSOME_PASSPHRASE`` selects (and unlocks) the passphrase source for headless use.
+``AUTHSOME_MASTER_KEY`` (the key itself, base64), when set, is used whatever the home recorded, and never recorded:
+how replicas of a gateway on a shared store, or a container, get the one key (a secret manager puts it there).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from authsome.errors import StoreUnavailable
 from authsome.paths import Home, create_private_file_exclusive, file_lock
 
 KEY_BYTES = 32
-SourceName = Literal["keyring", "file", "passphrase"]
-SOURCES: tuple[SourceName, ...] = ("keyring", "file", "passphrase")
+SourceName = Literal["keyring", "file", "passphrase", "env"]
+SOURCES: tuple[SourceName, ...] = ("keyring", "file", "passphrase")  # what a home can record; "env" never is
+MASTER_KEY_VAR = "AUTHSOME_MASTER_KEY"
 KEYRING_SERVICE = "authsome"
 _CHECK_PLAINTEXT = "authsome passphrase check"
 
@@ -197,8 +200,27 @@ def keyring_viable() -> bool:
         return False
 
 
+@dataclass
+class EnvKeySource:
+    """The key given in ``AUTHSOME_MASTER_KEY`` (base64 of 32 bytes)."""
+
+    value: str
+    name: SourceName = "env"
+
+    def load(self) -> bytes:
+        return decode_key(self.value, MASTER_KEY_VAR)
+
+    def exists(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"{MASTER_KEY_VAR} (the environment)"
+
+
 def build(name: SourceName, home: Home, env: Mapping[str, str]) -> KeySource:
     """Instantiate the named source."""
+    if name == "env":
+        return EnvKeySource(env.get(MASTER_KEY_VAR, ""))
     if name == "keyring":
         return KeyringKeySource(home)
     if name == "passphrase":
@@ -209,6 +231,8 @@ def build(name: SourceName, home: Home, env: Mapping[str, str]) -> KeySource:
 def choose(home: Home, env: Mapping[str, str] | None = None) -> SourceName:
     """The home's recorded key source, else the one a first use would record; only reads (``doctor`` uses it)."""
     env = os.environ if env is None else env
+    if env.get(MASTER_KEY_VAR):
+        return "env"
     chosen = home.read_config().get("key_source")
     if chosen is None:
         forced = env.get("AUTHSOME_KEY_SOURCE")
@@ -232,6 +256,8 @@ def choose(home: Home, env: Mapping[str, str] | None = None) -> SourceName:
 def select(home: Home, env: Mapping[str, str] | None = None) -> KeySource:
     """The home's recorded key source, choosing (and recording) one on first use."""
     env = os.environ if env is None else env
+    if env.get(MASTER_KEY_VAR):
+        return build("env", home, env)
     if home.read_config().get("key_source") is None:
         wanted = choose(home, env)
         with file_lock(home.root / ".key.lock"):

@@ -77,3 +77,17 @@ def test_symlinked_home_is_refused(tmp_path: Path) -> None:
     link.symlink_to(real)
     with pytest.raises(StoreUnavailable, match="symlink"):
         Home.resolve(link)
+
+
+def test_a_master_key_in_the_environment_is_used_and_never_recorded(tmp_path: Path) -> None:
+    import base64
+
+    home = Home.resolve(tmp_path / "home")
+    key = bytes(range(32))
+    env = {"AUTHSOME_MASTER_KEY": base64.b64encode(key).decode(), "AUTHSOME_KEY_SOURCE": "file"}
+    source = keysource.select(home, env)
+    assert source.name == "env" and source.load() == key
+    assert "key_source" not in home.read_config()  # a replica's key comes with it; the home keeps its own choice
+    assert not (home.root / "master.key").exists()
+    with pytest.raises(StoreUnavailable, match="AUTHSOME_MASTER_KEY is malformed"):
+        keysource.select(home, {"AUTHSOME_MASTER_KEY": "c2hvcnQ="}).load()
