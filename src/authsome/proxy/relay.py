@@ -267,17 +267,27 @@ class FrontDoor:
         self._pipes: weakref.WeakSet[_Pipe] = weakref.WeakSet()
         self._relays: set[splice.SpliceRelay] = set()
 
-    async def start(self, backend: Address, accept: Accept | None = None, listen: Address = ("127.0.0.1", 0)) -> int:
-        """Start listening on ``listen``; returns the front door's port.
+    async def start(
+        self,
+        backend: Address,
+        accept: Accept | None = None,
+        listen: Address = ("127.0.0.1", 0),
+        sock: socket.socket | None = None,
+    ) -> int:
+        """Start listening on ``listen`` (or on ``sock``, bound and listening already); returns the front door's port.
 
         ``backend`` is mitmproxy's own listening address. ``accept``, when given, is mitmproxy's connection handler
         (what its own server calls for each client): connections are then handed over in-process, without a second
-        loopback hop.
+        loopback hop. With ``sock``, clients that connected before this call were held by the kernel and are served
+        now (a run starts its child before mitmproxy is ready).
         """
         self.backend = backend
         self.accept = accept
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, *listen)
+        if sock is not None:
+            self._server = await loop.create_server(self._accept, sock=sock)
+        else:
+            self._server = await loop.create_server(self._accept, *listen)
         return int(self._server.sockets[0].getsockname()[1])
 
     def stop_listening(self) -> None:

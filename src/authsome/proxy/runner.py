@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from authsome import isolation
-from authsome.errors import UsageError
+from authsome.errors import AuthsomeError, UsageError
 from authsome.isolation import SandboxedChild
 from authsome.policy import Policy
 from authsome.providers.hosts import split_host_port
@@ -34,10 +35,12 @@ from authsome.proxy.routing import Route, Router
 
 if TYPE_CHECKING:
     from authsome.proxy.relay import UpstreamProxy
+    from authsome.proxy.server import ProxyServer
 
 __all__ = ["GatewayRun", "Route", "RunConfig", "parse_resolve", "run_command"]
 
 PROXY_USER = "authsome"
+STOP_CHILD_TIMEOUT = 3.0  # seconds a child gets after SIGTERM when its proxy could not start
 RUN_DIR_PREFIX = "authsome-run-"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
@@ -221,13 +224,9 @@ def _serve(
     ca_pem: bytes,
     sandbox: SandboxedChild | None,
 ) -> int:
-    from authsome.proxy.server import ProxyServer, ServerOptions, load_mitmproxy
-
-    load_mitmproxy()
-    from authsome.proxy.addon import Injector
     from authsome.proxy.auth import Principal, ProxyAuth, RunCredential
-    from authsome.proxy.onboarding import LazyOnboarding
-    from authsome.proxy.tunnel import Targets, Tunnels
+    from authsome.proxy.relay import FrontDoor
+    from authsome.proxy.server import ProxyServer, ServerOptions
 
     parent, router, reporter, upstream = plan.parent, plan.router, plan.reporter, plan.upstream
     nested = bool(parent.get(environment.RUN_MARKER))
@@ -243,25 +242,34 @@ def _serve(
     trust = trusted.upstream
     token = secrets.token_urlsafe(24)
     credential = RunCredential(PROXY_USER, token, Principal(None, router, config.policy or Policy()))
-    targets = Targets()
     log = reporter.info if config.verbose else None
-    # Order matters within each hook: authentication first; the injector strips Proxy-* headers before the tunnel
-    # addon adds the chained proxy's own credentials to plain-HTTP requests.
-    addons = [
-        ProxyAuth(credential),
-        Injector(
-            router, config.headers_for, targets, reporter, policy=config.policy, credential_ttl=config.credential_ttl
-        ),
-        Tunnels(router, targets, upstream_auth=upstream[1] if upstream else None, log=log),
-        LazyOnboarding(),
-    ]
-    from authsome.proxy.relay import FrontDoor
 
+    def addons() -> list[object]:
+        """Made on the proxy's thread once mitmproxy is imported there. Order matters within each hook:
+        authentication first; the injector strips Proxy-* headers before the tunnel addon adds the chained proxy's
+        own credentials to plain-HTTP requests."""
+        from authsome.proxy.addon import Injector
+        from authsome.proxy.onboarding import LazyOnboarding
+        from authsome.proxy.tunnel import Targets, Tunnels
+
+        targets = Targets()
+        injector = Injector(
+            router, config.headers_for, targets, reporter, policy=config.policy, credential_ttl=config.credential_ttl
+        )
+        tunnels = Tunnels(router, targets, upstream_auth=upstream[1] if upstream else None, log=log)
+        return [ProxyAuth(credential), injector, tunnels, LazyOnboarding()]
+
+    # The front door's socket is bound first: the child gets its port at once and starts while mitmproxy is imported
+    # and started on the proxy's thread; its first connections wait in the kernel's queue until the proxy serves them.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    port = int(listener.getsockname()[1])
     front = FrontDoor(router, credential, upstream=front_upstream(upstream, trust), log=log, reporter=reporter)
-    options = ServerOptions(confdir, trust, upstream[0] if upstream else None, config.verbose, plan.resolve)
+    options = ServerOptions(
+        confdir, trust, upstream[0] if upstream else None, config.verbose, plan.resolve, listener=listener
+    )
     server = ProxyServer(options, addons, front)
     try:
-        port = server.start()
+        server.start_in_background()
         env = environment.child_env(
             parent,
             url=environment.proxy_url(port, token, PROXY_USER),
@@ -274,9 +282,12 @@ def _serve(
         reporter.info(f"run {reporter.context['run_id']}: proxy on 127.0.0.1:{port}, CA {ca_cert}, routes: {routes}")
         if relay.pending is not None:
             return 128 + relay.pending
-        return _run_child(plan.command, env, relay, config, sandbox)
+        return _run_child(plan.command, env, relay, config, sandbox, server)
     finally:
-        server.stop()
+        started = server.ready.is_set()
+        server.stop(wait=started)  # a start still under way is not waited for: nobody is left to use it
+        if not started:
+            listener.close()
         trusted.close()
 
 
@@ -309,7 +320,12 @@ def _start_sandbox(config: RunConfig, confdir: Path, tmp: Path, parent: Mapping[
 
 
 def _run_child(
-    command: list[str], env: dict[str, str], relay: _SignalRelay, config: RunConfig, sandbox: SandboxedChild | None
+    command: list[str],
+    env: dict[str, str],
+    relay: _SignalRelay,
+    config: RunConfig,
+    sandbox: SandboxedChild | None,
+    proxy: ProxyServer | None = None,
 ) -> int:
     if sandbox is not None:
         child = sandbox.start(command, env)
@@ -332,8 +348,28 @@ def _run_child(
     relay.child = child
     if relay.pending is not None:  # a signal arrived while the child was starting
         relay.forward(relay.pending)
+    if proxy is not None:
+        _proxy_started(proxy, child)
     code = child.wait()
     return 128 - code if code < 0 else code
+
+
+def _proxy_started(proxy: ProxyServer, child: subprocess.Popen[bytes]) -> None:
+    """Wait until the proxy listens or the child ends, whichever comes first. A proxy that could not start ends the
+    child (it would only meet refused connections) and raises its reason."""
+    while not proxy.ready.wait(0.005):
+        if child.poll() is not None:
+            return
+    try:
+        proxy.wait_ready()
+    except AuthsomeError:
+        child.terminate()
+        try:
+            child.wait(STOP_CHILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 def _not_runnable(program: str, path: str) -> tuple[int, str] | None:

@@ -15,10 +15,11 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import socket
 import sys
 import threading
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class ServerOptions:
     verbose: bool = False
     resolve: Mapping[Address, Address] = field(default_factory=dict)  # test stand-ins: (host, port) -> socket address
     listen: Address = ("127.0.0.1", 0)  # the front door's address (mitmproxy's own port is always loopback)
+    listener: socket.socket | None = None  # the front door's socket, bound (and its port given out) before the start
 
 
 class _LazyPackage(types.ModuleType):
@@ -234,25 +236,39 @@ class _Collect(logging.Handler):
 class ProxyServer:
     """One mitmproxy instance with authsome's addons; ``start()`` returns the port, ``stop()`` is idempotent."""
 
-    def __init__(self, options: ServerOptions, addons: Sequence[object], front: FrontDoor | None = None) -> None:
+    def __init__(
+        self,
+        options: ServerOptions,
+        addons: Sequence[object] | Callable[[], Sequence[object]],
+        front: FrontDoor | None = None,
+    ) -> None:
         self.options = options
-        self.addons = list(addons)
+        self._addons = addons  # a callable is called on the server's thread, once mitmproxy is imported there
         self.front = front
+        self.ready = threading.Event()  # set once listening, or once starting failed (see wait_ready)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._master: Any = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._log = _Collect(options.verbose)
+        self._stopping = False
 
     def start(self) -> int:
         """Start listening; raises :class:`AuthsomeError` with mitmproxy's reason when it cannot."""
-        ready = threading.Event()
+        self.start_in_background()
+        return self.wait_ready()
+
+    def start_in_background(self) -> None:
+        """Import and start mitmproxy on the server's thread; :meth:`wait_ready` says how that went."""
         logger = logging.getLogger("mitmproxy")
         logger.addHandler(self._log)
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="authsome-proxy", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(self.ready,), name="authsome-proxy", daemon=True)
         self._thread.start()
-        ready.wait(START_TIMEOUT)
+
+    def wait_ready(self) -> int:
+        """The port once listening; :class:`AuthsomeError` with mitmproxy's reason when it could not start."""
+        self.ready.wait(START_TIMEOUT)
         if not self.port or self._log.errors:  # an addon that failed to configure (e.g. the CA directory) is fatal
             self.stop()
             errors = dict.fromkeys(e.removeprefix("Addon error: ") for e in self._log.errors)
@@ -268,13 +284,15 @@ class ProxyServer:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self.front.stop_listening)
 
-    def stop(self) -> None:
-        """Shut mitmproxy down and wait for its thread."""
+    def stop(self, *, wait: bool = True) -> None:
+        """Shut mitmproxy down and wait for its thread (``wait=False``: a process about to exit need not wait for a
+        start still under way; the thread sees the stop once started, and is a daemon)."""
+        self._stopping = True
         loop, master = self._loop, self._master
         if loop is not None and master is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 master.shutdown()
-        if self._thread is not None:
+        if self._thread is not None and (wait or self.ready.is_set()):
             self._thread.join(STOP_TIMEOUT)
         logging.getLogger("mitmproxy").removeHandler(self._log)
 
@@ -309,7 +327,8 @@ class ProxyServer:
         started = _Ready(listening)
         # Order matters: authsome's addons decide before mitmproxy's defaults (next_layer, TLS) see an event; the
         # upstream handshakes addon words a failed handshake before the addons that report it read the error.
-        master.addons.add(UpstreamHandshakes(connector), *self.addons)
+        addons = self._addons() if callable(self._addons) else self._addons
+        master.addons.add(UpstreamHandshakes(connector), *addons)
         master.addons.add(*(cls() for cls in mitm_addons), _ServerTlsFirst(), started)
         o = self.options
         opts.update(
@@ -335,14 +354,14 @@ class ProxyServer:
             port = int(addrs[0][1]) if addrs else 0
             # mitmproxy's per-connection entry point (11.x and 12.x); without it the front door relays over loopback
             accept = next((getattr(s, "handle_stream", None) for s in servers.servers), None)
-        if port and self.front is not None:
+        if port and self.front is not None and not self._stopping:
             try:
-                port = await self.front.start(("127.0.0.1", port), accept, self.options.listen)
+                port = await self.front.start(("127.0.0.1", port), accept, self.options.listen, self.options.listener)
             except OSError as exc:
                 self._log.errors.append(f"cannot listen on {self.options.listen[0]}: {exc.strerror or exc}")
                 port = 0
         self.port = port
-        if not self.port:
+        if not self.port or self._stopping:  # failed, or stopped while starting (the run's child is gone already)
             master.should_exit.set()
         ready.set()
         try:
