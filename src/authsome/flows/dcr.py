@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from authsome.errors import AuthenticationFailed
 from authsome.flows.client import check_client_id, check_client_secret
-from authsome.flows.http import AUTH_METHODS, json_object, network_failure, plain_client, safe_text
+from authsome.flows.http import AUTH_METHODS, http_errors, json_object, network_failure, plain_client, safe_text
 from authsome.models import ClientConfig
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ def register(
     http: httpx.Client | None = None,
 ) -> ClientConfig:
     """Register a client at ``endpoints.registration`` and return it (with the endpoints in its metadata)."""
-    import httpx as _httpx
 
     url = endpoints.require("registration")
     body: dict[str, object] = {
@@ -49,7 +48,7 @@ def register(
     client = plain_client() if http is None else http
     try:
         response = client.post(url, json=body, headers={"Accept": "application/json"})
-    except _httpx.HTTPError as exc:
+    except http_errors() as exc:
         raise network_failure("registration endpoint", url, exc) from None
     finally:
         if own:

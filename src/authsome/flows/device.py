@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from authsome.errors import AuthenticationFailed
-from authsome.flows.http import json_object, network_failure, oauth_client, oauth_error, require_secure_url, safe_text
+from authsome.flows.http import (
+    http_errors,
+    json_object,
+    network_failure,
+    oauth_client,
+    oauth_error,
+    require_secure_url,
+    safe_text,
+)
 
 if TYPE_CHECKING:
     from authsome.flows.discovery import Endpoints
@@ -43,7 +51,6 @@ def authorize(
 
     ``json_poll``: the token endpoint is polled with a JSON body ``{"device_code": …}`` instead of the RFC 8628 form
     (Postiz; a provider file's ``oauth.device_token_request: "json"``); its answers are read the same way."""
-    import httpx
 
     device_url = endpoints.require("device_authorization")
     token_url = endpoints.require("token")
@@ -60,7 +67,7 @@ def authorize(
                 headers={"Accept": "application/json"},
                 withhold_token=True,
             )
-        except httpx.HTTPError as exc:
+        except http_errors() as exc:
             raise network_failure("device authorization endpoint", device_url, exc) from None
         grant = json_object(response, "device authorization endpoint")
         if response.status_code != 200 or "error" in grant:
@@ -141,7 +148,6 @@ def _poll(
     interval: float,
     json_poll: bool = False,
 ) -> dict[str, Any]:
-    import httpx
 
     try:
         while True:
@@ -153,7 +159,7 @@ def _poll(
                     token = _fetch_json(oc, token_url, device_code)
                 else:
                     token = oc.fetch_token(token_url, grant_type=GRANT_TYPE, device_code=device_code)
-            except httpx.HTTPError:  # network trouble or a 5xx: back off and retry (RFC 8628 section 3.5)
+            except http_errors():  # network trouble or a 5xx: back off and retry (RFC 8628 section 3.5)
                 interval = min(interval * 2, MAX_INTERVAL)
                 continue
             except ValueError:

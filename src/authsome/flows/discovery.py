@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from authsome.errors import AuthenticationFailed, UsageError
-from authsome.flows.http import json_object, network_failure, plain_client, require_secure_url, safe_text
+from authsome.flows.http import http_errors, json_object, network_failure, plain_client, require_secure_url, safe_text
 from authsome.providers.well_known import well_known_urls
 
 if TYPE_CHECKING:
@@ -108,7 +108,6 @@ def resolve_endpoints(
 
 def discover(issuer: str, http: httpx.Client | None = None) -> Endpoints:
     """Fetch the issuer's metadata; :class:`AuthenticationFailed` when neither document is usable."""
-    import httpx as _httpx
 
     require_secure_url(issuer, "issuer")
     own = http is None
@@ -118,7 +117,7 @@ def discover(issuer: str, http: httpx.Client | None = None) -> Endpoints:
         for url in well_known_urls(issuer):
             try:
                 response = client.get(url, headers={"Accept": "application/json"})
-            except _httpx.HTTPError as exc:
+            except http_errors() as exc:
                 raise network_failure("authorization server metadata", url, exc) from None
             if response.status_code != 200:
                 problems.append(f"{urlsplit(url).path}: HTTP {response.status_code}")

@@ -8,6 +8,7 @@ here lazily, so importing :mod:`authsome.flows` costs nothing.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,21 @@ def oauth_client(client: ClientConfig, **kwargs: Any) -> Any:
         headers={"User-Agent": USER_AGENT},
         **kwargs,
     )
+
+
+@functools.cache
+def http_errors() -> tuple[type[Exception], ...]:
+    """The transport and status errors of httpx and, when installed, httpx2: authlib's OAuth client runs on httpx2
+    when it is there (openai 3 brings it), the plain client on httpx. ``except http_errors()`` catches both."""
+    import contextlib
+    import importlib
+
+    import httpx
+
+    errors: list[type[Exception]] = [httpx.HTTPError]
+    with contextlib.suppress(ImportError):
+        errors.append(importlib.import_module("httpx2").HTTPError)
+    return tuple(errors)
 
 
 def plain_client() -> httpx.Client:

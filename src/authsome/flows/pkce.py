@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from authsome.errors import AuthenticationFailed
 from authsome.flows import pages
-from authsome.flows.http import network_failure, oauth_client, oauth_error, safe_text
+from authsome.flows.http import http_errors, network_failure, oauth_client, oauth_error, safe_text
 from authsome.flows.loopback import OneShotServer, Reply, Request, new_token, tokens_equal
 from authsome.models import ClientConfig
 from authsome.secret import Secret
@@ -85,14 +85,13 @@ def authorize(
 def _exchange(
     client: ClientConfig, token_url: str, redirect_uri: str, code: Secret, verifier: str, display_name: str
 ) -> dict[str, Any]:
-    import httpx
 
     with oauth_client(client, redirect_uri=redirect_uri) as oc:
         try:
             token = oc.fetch_token(
                 token_url, grant_type="authorization_code", code=code.reveal(), code_verifier=verifier
             )
-        except httpx.HTTPError as exc:
+        except http_errors() as exc:
             raise network_failure("token endpoint", token_url, exc) from None
         except ValueError:
             raise AuthenticationFailed(

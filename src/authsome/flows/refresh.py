@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from authsome.errors import AuthsomeError, RefreshFailed
-from authsome.flows.http import oauth_error, safe_text
+from authsome.flows.http import http_errors, oauth_error, safe_text
 from authsome.models import DEFAULT_CONNECTION
 
 if TYPE_CHECKING:
@@ -77,7 +77,6 @@ def refresh(
 
     ``connection`` names the connection being refreshed, for the command a failure tells the user to run.
     """
-    import httpx
 
     from authsome.flows.discovery import resolve_endpoints
     from authsome.flows.http import oauth_client
@@ -100,7 +99,7 @@ def refresh(
     with oauth_client(client) as oc:
         try:
             data = oc.refresh_token(token_url, refresh_token=credential.refresh_token.reveal())
-        except httpx.HTTPError as exc:
+        except http_errors() as exc:
             raise TokenRefreshFailed(
                 f"could not reach the {name} token endpoint to refresh the token ({type(exc).__name__})",
                 "check your network; authsome tries again on the next use",
@@ -141,7 +140,6 @@ def revoke(
     Returns False when the provider has no revocation endpoint (nothing was sent), True when every token was
     revoked. Raises :class:`AuthsomeError` when the endpoint cannot be reached or refuses.
     """
-    import httpx
 
     from authsome.flows.discovery import discover, resolve_endpoints
     from authsome.flows.http import oauth_client, require_secure_url
@@ -167,7 +165,7 @@ def revoke(
                 continue
             try:
                 response = oc.revoke_token(url, token=token.reveal(), token_type_hint=hint_type)
-            except httpx.HTTPError as exc:
+            except http_errors() as exc:
                 raise AuthsomeError(
                     f"could not reach the {name} revocation endpoint ({type(exc).__name__})", hint
                 ) from None

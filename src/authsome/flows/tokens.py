@@ -158,14 +158,14 @@ def label_from_claims(claims: Mapping[str, Any], keys: Sequence[str] = LABEL_CLA
 
 def userinfo(http: httpx.Client, url: str, access_token: Secret) -> dict[str, Any]:
     """Claims from a userinfo endpoint (OpenID ``/userinfo``, GitHub ``/user``…); {} when it does not answer well."""
-    import httpx as _httpx
+    from authsome.flows.http import http_errors
 
     try:
         response = http.get(
             url, headers={"Authorization": f"Bearer {access_token.reveal()}", "Accept": "application/json"}
         )
         data = response.json() if response.status_code == 200 else None
-    except (_httpx.HTTPError, ValueError):
+    except (ValueError, *http_errors()):  # type: ignore[misc]  # a tuple of exception classes, built at run time
         return {}
     return data if isinstance(data, dict) else {}
 
