@@ -22,7 +22,7 @@ import trustme
 
 from authsome.proxy import upstream
 
-from .conftest import RunFn, StandIn, free_port, py
+from .conftest import RunFn, StandIn, py
 
 pytestmark = pytest.mark.e2e
 
@@ -108,6 +108,18 @@ def untrusted_tls_proxy() -> Iterator[int]:
 
 
 @pytest.fixture
+def refused_ports() -> Iterator[tuple[int, int]]:
+    """Two loopback ports that refuse connections for the whole test: bound, never listening, so no other process (a
+    run's proxy picking an ephemeral port, say) can take them meanwhile."""
+    held = [socket.socket() for _ in range(2)]
+    for sock in held:
+        sock.bind(("127.0.0.1", 0))
+    yield held[0].getsockname()[1], held[1].getsockname()[1]
+    for sock in held:
+        sock.close()
+
+
+@pytest.fixture
 def causes(
     full_port: int,
     silent_port: int,
@@ -115,9 +127,9 @@ def causes(
     untrusted_tls_proxy: int,
     plain_server: StandIn,
     short_timeouts: None,
+    refused_ports: tuple[int, int],
 ) -> dict[str, Cause]:
-    down = free_port()
-    closed = free_port()
+    down, closed = refused_ports
     return {
         c.name: c
         for c in [
@@ -213,7 +225,7 @@ def test_failed_tunnel_gets_a_502_connect_naming_the_cause(
     assert standin.seen == []
 
 
-def test_python_clients_see_the_cause(run: RunFn, standin: StandIn) -> None:
+def test_python_clients_see_the_cause(run: RunFn, standin: StandIn, refused_ports: tuple[int, int]) -> None:
     """requests shows a failed CONNECT's reason phrase; httpx gets the intercepted request's JSON."""
     script = f"""
 import httpx, requests
@@ -224,16 +236,16 @@ except requests.exceptions.ProxyError as exc:
 response = httpx.get("{INTERCEPTED}", timeout=10)
 print("httpx:", response.status_code, response.json()["error"]["message"])
 """
-    closed = free_port()
+    closed = refused_ports[0]
     resolve = {"www.example.org:443": f"127.0.0.1:{closed}", "api.openai.com:443": f"127.0.0.1:{closed}"}
     result = run(py(script), resolve=resolve)
     assert "502 authsome: cannot reach www.example.org:443 (connection refused)" in result.out
     assert "httpx: 502 authsome: cannot reach the upstream server api.openai.com:443 (connection refused)" in result.out
 
 
-def test_a_failed_tunnel_is_audited(run: RunFn, standin: StandIn) -> None:
+def test_a_failed_tunnel_is_audited(run: RunFn, standin: StandIn, refused_ports: tuple[int, int]) -> None:
     records: list[dict[str, object]] = []
-    resolve = {"www.example.org:443": f"127.0.0.1:{free_port()}"}
+    resolve = {"www.example.org:443": f"127.0.0.1:{refused_ports[0]}"}
     result = run(
         ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_connect}", TUNNELLED], resolve=resolve, audit=records.append
     )
@@ -244,10 +256,11 @@ def test_a_failed_tunnel_is_audited(run: RunFn, standin: StandIn) -> None:
     assert "connection refused" in str(records[0]["reason"])
 
 
-def test_a_plain_http_request_that_fails_says_how_it_ended(run: RunFn) -> None:
+def test_a_plain_http_request_that_fails_says_how_it_ended(run: RunFn, refused_ports: tuple[int, int]) -> None:
     records: list[dict[str, object]] = []
     command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://api.openai.com/v1/models"]
-    result = run(command, resolve={"api.openai.com:80": f"127.0.0.1:{free_port()}"}, verbose=True, audit=records.append)
+    resolve = {"api.openai.com:80": f"127.0.0.1:{refused_ports[0]}"}
+    result = run(command, resolve=resolve, verbose=True, audit=records.append)
     assert result.out == "502"
     assert "passthrough - GET api.openai.com:80/v1/models (plain-http): failed: connection refused" in result.err
     assert [r["reason"] for r in records] == ["plain-http; error: connection refused"]
