@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -143,6 +143,17 @@ def parse(key: str, value: str) -> Doc:
 
 
 # -- choosing a backend ---------------------------------------------------------------------------------------------
+def parse_rows(rows: Iterable[tuple[str, str]]) -> list[tuple[str, Doc | RecordDamaged]]:
+    """(key, stored value) rows as (key, record), a record that does not parse standing as its error."""
+    out: list[tuple[str, Doc | RecordDamaged]] = []
+    for key, value in rows:
+        try:
+            out.append((key, parse(key, value)))
+        except RecordDamaged as exc:
+            out.append((key, exc))
+    return out
+
+
 def check_url(url: str, *, on_command_line: bool = False) -> str:
     """A store URL as given, once it names a backend this program has (``postgresql://…``). One given on the command
     line must not hold a password: other processes can read a command line."""

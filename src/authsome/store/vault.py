@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from authsome.errors import StoreUnavailable
 from authsome.paths import FILE_MODE, file_lock, private_umask
 from authsome.secret import Secret
-from authsome.store.backend import Doc, RecordDamaged, dump, seal, unseal
+from authsome.store.backend import Doc, RecordDamaged, dump, parse_rows, seal, unseal
 from authsome.store.backend import parse as _parse
 
 if TYPE_CHECKING:
@@ -99,13 +99,7 @@ class Vault:
             rows = conn.execute(
                 "SELECT key, value FROM records WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix)
             ).fetchall()
-        out: list[tuple[str, Doc | RecordDamaged]] = []
-        for key, value in rows:
-            try:
-                out.append((key, _parse(key, value)))
-            except RecordDamaged as exc:
-                out.append((key, exc))
-        return out
+        return parse_rows(rows)
 
     def reveal(self, key: str, doc: Doc, field: str) -> Secret | None:
         """Decrypt one secret field of a record read from ``key``."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from authsome.errors import StoreUnavailable
 from authsome.secret import Secret
-from authsome.store.backend import Doc, RecordDamaged, dump, parse, seal, unseal
+from authsome.store.backend import Doc, RecordDamaged, dump, parse, parse_rows, seal, unseal
 from authsome.store.pg.changes import notify_record
 from authsome.store.pg.database import LOCK_TIMEOUT, Database
 from authsome.store.pg.schema import Conn, lock_id
@@ -91,13 +91,7 @@ class PgVault:
                 "SELECT key, value FROM authsome_records WHERE profile = %s AND starts_with(key, %s) ORDER BY key",
                 (self.profile, prefix),
             ).fetchall()
-        out: list[tuple[str, Doc | RecordDamaged]] = []
-        for key, value in rows:
-            try:
-                out.append((key, parse(key, value)))
-            except RecordDamaged as exc:
-                out.append((key, exc))
-        return out
+        return parse_rows(rows)
 
     def reveal(self, key: str, doc: Doc, field: str) -> Secret | None:
         return unseal(self.master_key, self.profile, key, doc, field)
