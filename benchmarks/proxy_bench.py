@@ -1,7 +1,8 @@
 """Speed of `authsome run` as a user's program meets it, against authsome 0.2.3 measured in the same run.
 
     python benchmarks/proxy_bench.py [--rounds 5] [--requests 40] [--connections 100] [--burst 3] [--threads 4]
-                                     [--download-mb 256]
+                                     [--download-mb 256] [--only latency|keepalive|start|download]...
+                                     [--run-option=--no-isolate]...
 
 Both tools are the real thing: this tree's `authsome run` (a home with an OpenAI key, so every request is written to
 the audit trail, as a user has it) and the authsome 0.2.3 package from PyPI in its own Python 3.13 venv
@@ -218,7 +219,11 @@ def main() -> None:
     parser.add_argument("--burst", type=float, default=3.0, help="seconds of keep-alive traffic")
     parser.add_argument("--threads", type=int, default=4, help="keep-alive connections in parallel")
     parser.add_argument("--download-mb", type=int, default=256)
+    parts = ("latency", "keepalive", "start", "download")
+    parser.add_argument("--only", choices=parts, action="append", help="measure only this part (repeatable)")
+    parser.add_argument("--run-option", action="append", default=[], help="pass to `authsome run`, e.g. --no-isolate")
     args = parser.parse_args()
+    only = set(args.only or parts)
 
     ref_python = reference_python()
     work = Path(tempfile.mkdtemp(prefix="authsome-bench-"))
@@ -259,7 +264,7 @@ def main() -> None:
         ref_run_env = {**ref_env, "BENCH_PORT": str(port), "BENCH_CERTIFI": str(with_ca)}
 
         def ours(*child: str) -> list[str]:
-            return [AUTHSOME, "run", "--upstream-ca", str(work / "ca.pem"), "--", *child]
+            return [AUTHSOME, "run", *args.run_option, "--upstream-ca", str(work / "ca.pem"), "--", *child]
 
         def ref(*child: str) -> list[str]:
             return [str(ref_python), "-c", REFERENCE, "run", "--", *child]
@@ -277,7 +282,7 @@ def main() -> None:
             ("requests.get(), new SSL context per call", lambda: client("requests", args.requests), 0.5),
             ("new connection, reused SSL context", lambda: client("newconn", args.connections), 0.6),
         ]
-        for label, make, target in latency_cases:
+        for label, make, target in latency_cases if "latency" in only else []:
             samples: dict[str, list[float]] = {"direct": [], "ours": [], "ref": []}
             ratios = []
             for _ in range(args.rounds):
@@ -297,44 +302,49 @@ def main() -> None:
         rps: dict[str, list[float]] = {"ours": [], "ref": []}
         exits: dict[str, list[float]] = {"ours": [], "ref": []}
         ratios = []
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if "keepalive" in only else 0):
             for key, wrap, env in (("ours", ours, ours_env), ("ref", ref, ref_run_env)):
                 value, exit_after = burst(wrap(*client("keepalive", args.burst, args.threads)), env)
                 rps[key].append(value)
                 exits[key].append(exit_after)
             ratios.append(rps["ours"][-1] / rps["ref"][-1])
-        print(
-            f"  keep-alive throughput, {args.threads} connections, {args.burst:g} s bursts: "
-            f"authsome {statistics.median(rps['ours']):.0f} req/s   0.2.3 {statistics.median(rps['ref']):.0f} req/s   "
-            f"ratio {spread(ratios)} (target >= 2)"
-        )
-        print(
-            f"  `run` exits after its child's burst in: authsome {spread(exits['ours'])} s (target <= 0.1)   "
-            f"0.2.3 {spread(exits['ref'])} s"
-        )
+        if rps["ours"]:
+            print(
+                f"  keep-alive throughput, {args.threads} connections, {args.burst:g} s bursts: "
+                f"authsome {statistics.median(rps['ours']):.0f} req/s   "
+                f"0.2.3 {statistics.median(rps['ref']):.0f} req/s   "
+                f"ratio {spread(ratios)} (target >= 2)"
+            )
+            print(
+                f"  `run` exits after its child's burst in: authsome {spread(exits['ours'])} s (target <= 0.1)   "
+                f"0.2.3 {spread(exits['ref'])} s"
+            )
 
         walls: dict[str, list[float]] = {"ours": [], "ref": []}
         ratios = []
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if "start" in only else 0):
             walls["ours"].append(wall(ours("true"), ours_env))
             walls["ref"].append(wall(ref("true"), ref_run_env))
             ratios.append(walls["ours"][-1] / walls["ref"][-1])
-        print(
-            f"  `run -- true`: authsome {statistics.median(walls['ours']):.3f} s   "
-            f"0.2.3 {statistics.median(walls['ref']):.3f} s   ratio {spread(ratios)} (target <= 0.3)"
-        )
+        if walls["ours"]:
+            print(
+                f"  `run -- true`: authsome {statistics.median(walls['ours']):.3f} s   "
+                f"0.2.3 {statistics.median(walls['ref']):.3f} s   ratio {spread(ratios)} (target <= 0.3)"
+            )
 
         size = args.download_mb * 1_000_000
         tunnel_env = {**ours_env, "SSL_CERT_FILE": str(work / "ca.pem")}  # the child verifies the host itself
         direct_runs, tunnel_runs, ratios = [], [], []
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if "download" in only else 0):
             direct_runs.append(run_json(client("download", size, host=OTHER), direct_env)["mb_per_s"])
             tunnel_runs.append(run_json(ours(*client("download", size, host=OTHER)), tunnel_env)["mb_per_s"])
             ratios.append(tunnel_runs[-1] / direct_runs[-1])
-        print(
-            f"  {args.download_mb} MB from an unrouted (tunnelled) host: direct {statistics.median(direct_runs):.0f} "
-            f"MB/s   authsome {statistics.median(tunnel_runs):.0f} MB/s   ratio {spread(ratios)} (target >= 0.8)"
-        )
+        if direct_runs:
+            print(
+                f"  {args.download_mb} MB from an unrouted (tunnelled) host: "
+                f"direct {statistics.median(direct_runs):.0f} "
+                f"MB/s   authsome {statistics.median(tunnel_runs):.0f} MB/s   ratio {spread(ratios)} (target >= 0.8)"
+            )
         verify = subprocess.run([AUTHSOME, "log", "--verify"], env=ours_env, capture_output=True, text=True)
         print(f"  audit trail after the run: {verify.stdout.strip() or verify.stderr.strip()}")
     finally:

@@ -72,14 +72,6 @@ class GatewayConfig:
     watch: Watch | None = None  # hears of changes other replicas make to a shared store, while the gateway runs
 
 
-class _InterceptAll(Router):
-    """mitmproxy's tunnel addon decrypts whatever the front door hands it: the front door has already kept each
-    agent's unrouted tunnels for itself, with that agent's own routes."""
-
-    def intercepts(self, host: str, port: int) -> bool:
-        return True
-
-
 class _Replicated(AgentAuthenticator):
     """The authenticator of a gateway whose store other replicas change. What they change is queued by
     :meth:`heard` (on the listener's thread) and applied here, on the proxy's loop, before the next authentication: a
@@ -223,7 +215,7 @@ def _serve(config: GatewayConfig, log: EventLog) -> int:
             ProxyAuth(authenticator),
             inflight,
             injector,
-            Tunnels(_InterceptAll([]), targets, upstream_auth=upstream[1] if upstream else None, log=reporter.info),
+            Tunnels(targets, upstream_auth=upstream[1] if upstream else None),
             LazyOnboarding(),
         ]
         front = FrontDoor(

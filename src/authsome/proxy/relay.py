@@ -263,13 +263,14 @@ class FrontDoor:
         self.backend: Address | None = None
         self.accept: Accept | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._backend: asyncio.Future[None] | None = None  # done once mitmproxy is attached (or failed to start)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pipes: weakref.WeakSet[_Pipe] = weakref.WeakSet()
         self._relays: set[splice.SpliceRelay] = set()
 
     async def start(
         self,
-        backend: Address,
+        backend: Address | None = None,
         accept: Accept | None = None,
         listen: Address = ("127.0.0.1", 0),
         sock: socket.socket | None = None,
@@ -278,17 +279,32 @@ class FrontDoor:
 
         ``backend`` is mitmproxy's own listening address. ``accept``, when given, is mitmproxy's connection handler
         (what its own server calls for each client): connections are then handed over in-process, without a second
-        loopback hop. With ``sock``, clients that connected before this call were held by the kernel and are served
-        now (a run starts its child before mitmproxy is ready).
+        loopback hop. Without ``backend`` the front door serves at once, relaying unrouted tunnels, and what is for
+        mitmproxy waits until :meth:`attach` (a run starts its child while mitmproxy is still being imported). With
+        ``sock``, clients that connected before this call were held by the kernel and are served now.
         """
-        self.backend = backend
-        self.accept = accept
         loop = asyncio.get_running_loop()
+        self._backend = loop.create_future()
+        if backend is not None:
+            self.attach(backend, accept)
         if sock is not None:
             self._server = await loop.create_server(self._accept, sock=sock)
         else:
             self._server = await loop.create_server(self._accept, *listen)
         return int(self._server.sockets[0].getsockname()[1])
+
+    def attach(self, backend: Address, accept: Accept | None = None) -> None:
+        """mitmproxy is ready at ``backend`` (``accept``: its in-process handler); connections waiting for it go on."""
+        self.backend = backend
+        self.accept = accept
+        if self._backend is not None and not self._backend.done():
+            self._backend.set_result(None)
+
+    def detach(self) -> None:
+        """mitmproxy will not come: connections waiting for it, and later ones, get ``502``."""
+        if self._backend is not None and not self._backend.done():
+            self._backend.set_exception(ConnectionError("the proxy did not start"))
+            self._backend.exception()  # retrieved: nobody may be waiting
 
     def stop_listening(self) -> None:
         """Accept no new connection; those already open carry on (a graceful shutdown)."""
@@ -327,6 +343,9 @@ class FrontDoor:
             self._answer_health(client, uri)
             return
         target = parse_target(uri) if method == "CONNECT" else None
+        if method == "CONNECT" and target is None:
+            self._refuse(client, 400, "Bad Request", "authsome: a CONNECT target is host:port\n")
+            return
         try:
             if target is not None:
                 who = self.auth.authenticate(head.headers.get("proxy-authorization", ""), _peer(client))
@@ -345,6 +364,12 @@ class FrontDoor:
             raise
 
     async def _hand_off(self, client: _Pipe, raw: bytes) -> None:
+        assert self._backend is not None
+        try:
+            await asyncio.shield(self._backend)
+        except ConnectionError:
+            self._refuse(client, 502, "Bad Gateway", "authsome: the proxy did not start\n")
+            return
         if self.accept is not None and client.transport is not None and not client.lost:
             await self._hand_over(client, raw, self.accept)
             return

@@ -256,7 +256,7 @@ def _serve(
         injector = Injector(
             router, config.headers_for, targets, reporter, policy=config.policy, credential_ttl=config.credential_ttl
         )
-        tunnels = Tunnels(router, targets, upstream_auth=upstream[1] if upstream else None, log=log)
+        tunnels = Tunnels(targets, upstream_auth=upstream[1] if upstream else None)
         return [ProxyAuth(credential), injector, tunnels, LazyOnboarding()]
 
     # The front door's socket is bound first: the child gets its port at once and starts while mitmproxy is imported

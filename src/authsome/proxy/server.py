@@ -1,7 +1,8 @@
 """mitmproxy, in-process, on 127.0.0.1:<ephemeral port>, in a background thread with its own event loop.
 
 The child talks to the :class:`~authsome.proxy.relay.FrontDoor` on the same loop, which relays tunnels to unrouted
-hosts itself and hands everything else to mitmproxy's own (also loopback, also authenticated) port.
+hosts itself and hands everything else to mitmproxy. The front door serves from the loop's first moment; mitmproxy is
+imported on a worker thread meanwhile (about a quarter of a second), and what is for it waits until it is ready.
 
 Only the addons the run needs are loaded (proxy server, protocol detection, TLS, and authsome's own), not mitmproxy's
 full default set: :func:`load_mitmproxy` imports ``mitmproxy.addons.<name>`` modules without executing the package's
@@ -240,7 +241,7 @@ class ProxyServer:
         self,
         options: ServerOptions,
         addons: Sequence[object] | Callable[[], Sequence[object]],
-        front: FrontDoor | None = None,
+        front: FrontDoor,
     ) -> None:
         self.options = options
         self._addons = addons  # a callable is called on the server's thread, once mitmproxy is imported there
@@ -253,6 +254,7 @@ class ProxyServer:
         self._error: BaseException | None = None
         self._log = _Collect(options.verbose)
         self._stopping = False
+        self._connector = Connector(proxy_address(options.upstream_proxy))
 
     def start(self) -> int:
         """Start listening; raises :class:`AuthsomeError` with mitmproxy's reason when it cannot."""
@@ -280,7 +282,7 @@ class ProxyServer:
     def stop_accepting(self) -> None:
         """Take no new client connection; those open carry on until :meth:`stop` (a graceful shutdown)."""
         loop = self._loop
-        if loop is not None and self.front is not None and not loop.is_closed():
+        if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self.front.stop_listening)
 
@@ -292,6 +294,9 @@ class ProxyServer:
         if loop is not None and master is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 master.shutdown()
+        elif loop is not None and not loop.is_closed():  # still importing mitmproxy
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.front.close)
         if self._thread is not None and (wait or self.ready.is_set()):
             self._thread.join(STOP_TIMEOUT)
         logging.getLogger("mitmproxy").removeHandler(self._log)
@@ -305,7 +310,35 @@ class ProxyServer:
             ready.set()
 
     async def _main(self, ready: threading.Event) -> None:
-        load_mitmproxy()
+        self._loop = loop = asyncio.get_running_loop()
+        CachingResolver(loop, self.options.resolve).install(loop)  # the front door's tunnels use both
+        self._connector.install(loop)
+        front_port = 0
+        # The front door serves at once: unrouted tunnels need no mitmproxy; the rest waits for it.
+        try:
+            front_port = await self.front.start(listen=self.options.listen, sock=self.options.listener)
+        except OSError as exc:
+            self._log.errors.append(f"cannot listen on {self.options.listen[0]}: {exc.strerror or exc}")
+            return
+        try:
+            await loop.run_in_executor(None, _import_mitmproxy)  # the loop relays meanwhile
+            port, accept, run = await self._start_mitmproxy()
+            if port:
+                self.front.attach(("127.0.0.1", port), accept)
+        finally:
+            if self.front.backend is None:
+                self.front.detach()
+        self.port = front_port if port else 0
+        if not self.port or self._stopping:  # failed, or stopped while starting (the run's child is gone already)
+            self._master.should_exit.set()
+        ready.set()
+        try:
+            await run
+        finally:
+            self.front.close()
+
+    async def _start_mitmproxy(self) -> tuple[int, Any, asyncio.Future[None]]:
+        """mitmproxy's port (0 when it could not listen), its in-process connection handler and its running task."""
         from mitmproxy import options
         from mitmproxy.addons import disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
@@ -315,12 +348,8 @@ class ProxyServer:
         tls_config = tls_addon(tlsconfig.TlsConfig)
         mitm_addons: Any = (proxyserver.Proxyserver, next_layer.NextLayer, tls_config, disable_h2c.DisableH2C)
 
-        self._loop = asyncio.get_running_loop()
-        CachingResolver(self._loop, self.options.resolve).install(self._loop)
-        connector = Connector(proxy_address(self.options.upstream_proxy))
-        connector.install(self._loop)
         opts: Any = options.Options()
-        master: Any = Master(opts, event_loop=self._loop)
+        master: Any = Master(opts, event_loop=asyncio.get_running_loop())
         HookDispatch.install(master)
         self._master = master
         listening = asyncio.Event()
@@ -328,7 +357,7 @@ class ProxyServer:
         # Order matters: authsome's addons decide before mitmproxy's defaults (next_layer, TLS) see an event; the
         # upstream handshakes addon words a failed handshake before the addons that report it read the error.
         addons = self._addons() if callable(self._addons) else self._addons
-        master.addons.add(UpstreamHandshakes(connector), *addons)
+        master.addons.add(UpstreamHandshakes(self._connector), *addons)
         master.addons.add(*(cls() for cls in mitm_addons), _ServerTlsFirst(), started)
         o = self.options
         opts.update(
@@ -345,27 +374,20 @@ class ProxyServer:
         waiter = asyncio.ensure_future(listening.wait())
         await asyncio.wait([run, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        port = 0
-        accept = None
-        if listening.is_set():
-            master.addons.remove(started)  # every addon is asked about every event: keep the chain short
-            servers = master.addons.get("proxyserver")
-            addrs = servers.listen_addrs()
-            port = int(addrs[0][1]) if addrs else 0
-            # mitmproxy's per-connection entry point (11.x and 12.x); without it the front door relays over loopback
-            accept = next((getattr(s, "handle_stream", None) for s in servers.servers), None)
-        if port and self.front is not None and not self._stopping:
-            try:
-                port = await self.front.start(("127.0.0.1", port), accept, self.options.listen, self.options.listener)
-            except OSError as exc:
-                self._log.errors.append(f"cannot listen on {self.options.listen[0]}: {exc.strerror or exc}")
-                port = 0
-        self.port = port
-        if not self.port or self._stopping:  # failed, or stopped while starting (the run's child is gone already)
-            master.should_exit.set()
-        ready.set()
-        try:
-            await run
-        finally:
-            if self.front is not None:
-                self.front.close()
+        if not listening.is_set():
+            return 0, None, run
+        master.addons.remove(started)  # every addon is asked about every event: keep the chain short
+        servers = master.addons.get("proxyserver")
+        addrs = servers.listen_addrs()
+        # mitmproxy's per-connection entry point (11.x and 12.x); without it the front door relays over loopback
+        accept = next((getattr(s, "handle_stream", None) for s in servers.servers), None)
+        return (int(addrs[0][1]) if addrs else 0), accept, run
+
+
+def _import_mitmproxy() -> None:
+    """What a proxy start imports (a quarter of a second): on a worker thread, while the event loop serves."""
+    load_mitmproxy()
+    for name in ("master", "addons.proxyserver", "addons.next_layer", "addons.tlsconfig", "addons.disable_h2c"):
+        importlib.import_module(f"mitmproxy.{name}")
+    for name in ("http", "tls", "connection", "proxy.layers", "proxy.mode_specs"):  # what authsome's addons use
+        importlib.import_module(f"mitmproxy.{name}")

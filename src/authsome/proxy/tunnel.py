@@ -1,8 +1,8 @@
-"""Connection-level decisions: which CONNECT tunnels are decrypted, upstream SNI, and where sockets really go.
+"""Connection-level facts inside mitmproxy: each tunnel's destination, upstream SNI, a chained proxy's credentials.
 
 * Each tunnel's CONNECT target is recorded (canonical host, port); it is the destination every later check uses.
-* A tunnel is TLS-intercepted only when some route could match its CONNECT target; every other tunnel is relayed
-  byte for byte (the client sees the real server and its certificate).
+* Which tunnels are decrypted is decided once, by the :class:`~authsome.proxy.relay.FrontDoor`: it relays the
+  tunnels no route of the asking principal could match itself, so every tunnel mitmproxy sees is intercepted.
 * Upstream SNI is always the CONNECT host, never a name the client put in its own ClientHello.
 * A chained upstream proxy gets its credentials on CONNECT and on plain-HTTP requests.
 """
@@ -10,13 +10,11 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 
 from mitmproxy import connection, http, tls
-from mitmproxy.proxy import layer, layers, mode_specs
+from mitmproxy.proxy import mode_specs
 
 from authsome.providers.hosts import canonical_host
-from authsome.proxy.routing import Router
 
 Address = tuple[str, int]
 
@@ -41,19 +39,10 @@ class Targets:
 
 
 class Tunnels:
-    """mitmproxy addon: selective interception, upstream SNI, upstream proxy credentials."""
+    """mitmproxy addon: tunnel destinations, upstream SNI, upstream proxy credentials."""
 
-    def __init__(
-        self,
-        router: Router,
-        targets: Targets,
-        *,
-        upstream_auth: str | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> None:
-        self.router = router
+    def __init__(self, targets: Targets, *, upstream_auth: str | None = None) -> None:
         self.targets = targets
-        self.log = log
         self._upstream_auth = "Basic " + base64.b64encode(upstream_auth.encode()).decode() if upstream_auth else None
 
     # -- CONNECT -------------------------------------------------------------------------------------------------
@@ -63,7 +52,7 @@ class Tunnels:
         try:
             target = (canonical_host(flow.request.host), flow.request.port)
         except ValueError:
-            return  # no target recorded: relayed, never intercepted
+            return  # (the front door answers such a CONNECT itself)
         self.targets.set(flow.client_conn.id, target)
 
     def http_connect_upstream(self, flow: http.HTTPFlow) -> None:
@@ -80,25 +69,10 @@ class Tunnels:
         ):
             flow.request.headers["Proxy-Authorization"] = self._upstream_auth
 
-    def next_layer(self, nextlayer: layer.NextLayer) -> None:
-        """First decision inside a tunnel: relay it untouched unless a route could match its target."""
-        client = nextlayer.context.client
-        target = self.targets.get(client.id)
-        if nextlayer.layer is not None or target is None:
-            return  # decided already, or the proxy connection itself (before any CONNECT)
-        if not self.router.intercepts(*target):
-            if self.log:
-                self.log(f"tunnel      {target[0]}:{target[1]} (no route: relayed untouched)")
-            nextlayer.layer = layers.TCPLayer(nextlayer.context, ignore=True)
-
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         target = self.targets.get(data.context.client.id)
-        if target is None:
-            return
-        if not self.router.intercepts(*target):  # pragma: no cover - next_layer already relays these
-            data.ignore_connection = True
-            return
-        data.context.server.sni = target[0]
+        if target is not None:
+            data.context.server.sni = target[0]
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.targets.drop(client.id)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from mitmproxy import http, options
-from mitmproxy.proxy import context, layer, layers
+from mitmproxy.proxy import context
 from mitmproxy.test import tflow, tutils
 
 from authsome.errors import CredentialMissing, RefreshFailed
@@ -178,30 +178,19 @@ def connect_flow(host: str, port: int = 443) -> http.HTTPFlow:
     return tflow.tflow(req=tutils.treq(method=b"CONNECT", host=host, port=port, path=b""))
 
 
-def next_layer_for(client_flow: http.HTTPFlow) -> layer.NextLayer:
-    ctx = context.Context(client_flow.client_conn, options.Options())
-    return layer.NextLayer(ctx)
-
-
-def test_only_routed_tunnels_are_decrypted() -> None:
+def test_tunnel_targets_are_recorded_canonical() -> None:
     targets = Targets()
-    lines = Lines()
-    tunnels = Tunnels(Router([Route(OPENAI)]), targets, log=lines)
-    routed, other = connect_flow("API.OpenAI.com."), connect_flow("example.com")
-    for f in (routed, other):
-        tunnels.http_connect(f)
-    assert targets.get(routed.client_conn.id) == ("api.openai.com", 443)
-    nl_routed, nl_other = next_layer_for(routed), next_layer_for(other)
-    tunnels.next_layer(nl_routed)
-    tunnels.next_layer(nl_other)
-    assert nl_routed.layer is None  # left to mitmproxy: TLS interception
-    assert isinstance(nl_other.layer, layers.TCPLayer)
-    assert lines.lines == ["tunnel      example.com:443 (no route: relayed untouched)"]
+    tunnels = Tunnels(targets)
+    flow = connect_flow("API.OpenAI.com.")
+    tunnels.http_connect(flow)
+    assert targets.get(flow.client_conn.id) == ("api.openai.com", 443)
+    tunnels.client_disconnected(flow.client_conn)
+    assert targets.get(flow.client_conn.id) is None
 
 
 def test_refused_connect_records_no_target() -> None:
     targets = Targets()
-    tunnels = Tunnels(Router([Route(OPENAI)]), targets)
+    tunnels = Tunnels(targets)
     flow = connect_flow("api.openai.com")
     flow.response = http.Response.make(407)
     tunnels.http_connect(flow)
@@ -212,7 +201,7 @@ def test_upstream_sni_is_the_connect_host_whatever_the_client_says() -> None:
     from mitmproxy import tls
 
     targets = Targets()
-    tunnels = Tunnels(Router([Route(OPENAI)]), targets)
+    tunnels = Tunnels(targets)
     flow = connect_flow("api.openai.com")
     tunnels.http_connect(flow)
     ctx = context.Context(flow.client_conn, options.Options())
@@ -223,7 +212,7 @@ def test_upstream_sni_is_the_connect_host_whatever_the_client_says() -> None:
 
 
 def test_upstream_proxy_credentials_go_on_connect_only_to_the_upstream() -> None:
-    tunnels = Tunnels(Router([]), Targets(), upstream_auth="corp:pw")
+    tunnels = Tunnels(Targets(), upstream_auth="corp:pw")
     flow = connect_flow("example.com")
     tunnels.http_connect_upstream(flow)
     assert flow.request.headers["Proxy-Authorization"] == basic("corp", "pw")
@@ -426,7 +415,7 @@ def test_headers_are_reused_briefly_but_errors_never() -> None:
 def test_plain_http_through_a_chained_proxy_carries_its_credentials() -> None:
     from mitmproxy.proxy.mode_specs import ProxyMode
 
-    tunnels = Tunnels(Router([]), Targets(), upstream_auth="corp:pw")
+    tunnels = Tunnels(Targets(), upstream_auth="corp:pw")
     flow = tflow.tflow()
     flow.client_conn.proxy_mode = ProxyMode.parse("upstream:http://corp.test:3128")
     tunnels.requestheaders(flow)
