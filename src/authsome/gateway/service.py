@@ -176,7 +176,8 @@ def _stop_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def _serve(config: GatewayConfig, log: EventLog) -> int:
-    from authsome.proxy.server import ProxyServer, ServerOptions, load_mitmproxy
+    from authsome.proxy.mitm_internals import load_mitmproxy
+    from authsome.proxy.server import ProxyServer, ServerOptions
 
     load_mitmproxy()
     from authsome.proxy import ca, environment

@@ -5,28 +5,25 @@ hosts itself and hands everything else to mitmproxy. The front door serves from 
 imported on a worker thread meanwhile (about a quarter of a second), and what is for it waits until it is ready.
 
 Only the addons the run needs are loaded (proxy server, protocol detection, TLS, and authsome's own), not mitmproxy's
-full default set: :func:`load_mitmproxy` imports ``mitmproxy.addons.<name>`` modules without executing the package's
-``__init__`` (which imports every addon, a web framework and an LDAP client included), which roughly halves start-up.
+full default set, and without the package ``__init__`` that would import them all (see
+:mod:`authsome.proxy.mitm_internals`, which holds everything here that goes beyond mitmproxy's addon API).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import logging
 import socket
 import sys
 import threading
-import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from authsome.errors import AuthsomeError
-from authsome.proxy import tls
+from authsome.proxy import mitm_internals
 from authsome.proxy.relay import FrontDoor
 from authsome.proxy.resolve import CachingResolver
 from authsome.proxy.tls import tls_addon
@@ -34,7 +31,6 @@ from authsome.proxy.upstream import Connector, UpstreamHandshakes, proxy_address
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-_ADDONS_PACKAGE = "mitmproxy.addons"
 Address = tuple[str, int]
 
 
@@ -49,138 +45,6 @@ class ServerOptions:
     resolve: Mapping[Address, Address] = field(default_factory=dict)  # test stand-ins: (host, port) -> socket address
     listen: Address = ("127.0.0.1", 0)  # the front door's address (mitmproxy's own port is always loopback)
     listener: socket.socket | None = None  # the front door's socket, bound (and its port given out) before the start
-
-
-class _LazyPackage(types.ModuleType):
-    """``mitmproxy.addons`` with submodules importable on their own; the package body runs on first attribute use."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        submodule = f"{self.__name__}.{name}"
-        if importlib.util.find_spec(submodule) is not None:  # `from mitmproxy.addons import x` lands here
-            return importlib.import_module(submodule)
-        spec = self.__spec__
-        assert spec is not None and spec.loader is not None
-        self.__class__ = types.ModuleType  # type: ignore[assignment]  # run the real __init__ only once
-        spec.loader.exec_module(self)
-        return getattr(self, name)
-
-
-class _Deferred(types.ModuleType):
-    """A module whose body runs when a name it does not define yet is first read (``import x`` alone does not).
-
-    (:class:`importlib.util.LazyLoader` would not do: the ``import`` statement reads ``__spec__``, which runs the body.)
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _IMPORT_PROBES:  # the import system asks, e.g. `__path__` to tell a package from a module
-            raise AttributeError(name)
-        return getattr(_run_body(self), name)
-
-
-_IMPORT_PROBES = frozenset({"__path__", "__file__", "__cached__", "__loader__", "__package__", "__spec__"})
-
-
-def _run_body(module: types.ModuleType) -> types.ModuleType:
-    if isinstance(module, _Deferred):
-        spec = module.__spec__
-        assert spec is not None and spec.loader is not None
-        module.__class__ = types.ModuleType  # type: ignore[assignment]  # from now on, an ordinary module
-        spec.loader.exec_module(module)
-    return module
-
-
-# Imported when mitmproxy starts, used only by what a run never does: QUIC's certificate checks (service_identity, with
-# attrs and pyasn1), reading or writing a YAML options file (ruamel.yaml), parsing typed commands (pyparsing).
-DEFERRED_MODULES = ("service_identity", "ruamel.yaml", "pyparsing", "mitmproxy.command_lexer")
-
-
-def defer_unused_imports() -> None:
-    """Run the bodies of :data:`DEFERRED_MODULES` (a fifth of mitmproxy's import time) on first use (idempotent).
-
-    ``mitmproxy.command`` takes ``unquote`` from its lexer module, whose body builds a pyparsing grammar: that
-    module's stand-in gets an ``unquote`` that runs the real body first (nothing else reads it until a command is
-    parsed).
-    """
-    for name in DEFERRED_MODULES:
-        if name in sys.modules:
-            continue
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:  # pragma: no cover - mitmproxy's dependencies
-            continue
-        module = importlib.util.module_from_spec(spec)
-        module.__class__ = _Deferred
-        sys.modules[name] = module
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child, module)
-    lexer = sys.modules.get("mitmproxy.command_lexer")
-    if isinstance(lexer, _Deferred) and "unquote" not in vars(lexer):
-
-        def unquote(text: str) -> str:
-            real: Any = _run_body(lexer)
-            return str(real.unquote(text))
-
-        lexer.unquote = unquote  # type: ignore[attr-defined]
-
-
-def load_mitmproxy() -> None:
-    """Make ``mitmproxy.addons`` importable without its eager ``__init__`` (idempotent)."""
-    defer_unused_imports()
-    _skip_message_type_checks()
-    _keep_upstream_proxy_errors()
-    tls.load_ca_key_without_rsa_recheck()
-    if _ADDONS_PACKAGE in sys.modules:
-        return
-    spec = importlib.util.find_spec(_ADDONS_PACKAGE)
-    if spec is None or spec.submodule_search_locations is None:  # pragma: no cover - mitmproxy is a dependency
-        raise AuthsomeError("mitmproxy is not installed", "install authsome with its dependencies")
-    package = _LazyPackage(_ADDONS_PACKAGE)
-    package.__spec__ = spec
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__file__ = spec.origin
-    package.__package__ = _ADDONS_PACKAGE
-    sys.modules[_ADDONS_PACKAGE] = package
-
-
-def _skip_message_type_checks() -> None:
-    """Skip the field type checks mitmproxy runs on every HTTP message it builds unless Python runs with ``-O``.
-
-    ``MessageData.__post_init__`` exists only under ``__debug__``; it formats an error message for every field of
-    every request and response (about a tenth of the proxy's time per request). authsome's messages come from
-    mitmproxy's own parsers, so the run behaves as ``python -O`` would.
-    """
-    from mitmproxy import http
-
-    if "__post_init__" in vars(http.MessageData):
-        http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
-
-
-def _keep_upstream_proxy_errors() -> None:
-    """Keep why a chained proxy refused a tunnel (``407 …``) on the server connection it was for.
-
-    mitmproxy (11.x and 12.x) only logs it: ``HttpUpstreamProxy`` closes the tunnel and leaves the server connection
-    without an error, so the request inside the tunnel could not say what went wrong.
-    """
-    from mitmproxy.proxy.layers.http import _upstream_proxy
-
-    cls: Any = _upstream_proxy.HttpUpstreamProxy
-    if getattr(cls, "_authsome_keeps_errors", False):
-        return
-    original = cls.on_handshake_error
-
-    def on_handshake_error(self: Any, err: str) -> Any:
-        if not self.conn.error:
-            self.conn.error = err
-        return (yield from original(self, err))
-
-    cls.on_handshake_error = on_handshake_error
-    cls._authsome_keeps_errors = True
-
-
-def _no_check(self: object) -> None:
-    """What ``MessageData.__post_init__`` does under ``python -O``: nothing."""
 
 
 def mitmproxy_version() -> tuple[int, ...]:
@@ -321,7 +185,7 @@ class ProxyServer:
             self._log.errors.append(f"cannot listen on {self.options.listen[0]}: {exc.strerror or exc}")
             return
         try:
-            await loop.run_in_executor(None, _import_mitmproxy)  # the loop relays meanwhile
+            await loop.run_in_executor(None, mitm_internals.import_mitmproxy)  # the loop relays meanwhile
             port, accept, run = await self._start_mitmproxy()
             if port:
                 self.front.attach(("127.0.0.1", port), accept)
@@ -343,14 +207,12 @@ class ProxyServer:
         from mitmproxy.addons import disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
 
-        from authsome.proxy.dispatch import HookDispatch
-
         tls_config = tls_addon(tlsconfig.TlsConfig)
         mitm_addons: Any = (proxyserver.Proxyserver, next_layer.NextLayer, tls_config, disable_h2c.DisableH2C)
 
         opts: Any = options.Options()
         master: Any = Master(opts, event_loop=asyncio.get_running_loop())
-        HookDispatch.install(master)
+        mitm_internals.install_hook_dispatch(master)
         self._master = master
         listening = asyncio.Event()
         started = _Ready(listening)
@@ -379,15 +241,5 @@ class ProxyServer:
         master.addons.remove(started)  # every addon is asked about every event: keep the chain short
         servers = master.addons.get("proxyserver")
         addrs = servers.listen_addrs()
-        # mitmproxy's per-connection entry point (11.x and 12.x); without it the front door relays over loopback
-        accept = next((getattr(s, "handle_stream", None) for s in servers.servers), None)
+        accept = mitm_internals.connection_handler(servers)
         return (int(addrs[0][1]) if addrs else 0), accept, run
-
-
-def _import_mitmproxy() -> None:
-    """What a proxy start imports (a quarter of a second): on a worker thread, while the event loop serves."""
-    load_mitmproxy()
-    for name in ("master", "addons.proxyserver", "addons.next_layer", "addons.tlsconfig", "addons.disable_h2c"):
-        importlib.import_module(f"mitmproxy.{name}")
-    for name in ("http", "tls", "connection", "proxy.layers", "proxy.mode_specs"):  # what authsome's addons use
-        importlib.import_module(f"mitmproxy.{name}")

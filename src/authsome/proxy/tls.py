@@ -183,23 +183,15 @@ def tls_addon(base: Any) -> Any:
     return AuthsomeTlsConfig
 
 
-def load_ca_key_without_rsa_recheck() -> None:
-    """Load the CA's private key without cryptography's RSA consistency check (about 30 ms of the first intercepted
-    connection of every run). The key is the one ``ca.ensure_ca`` made, read from a 0600 file in a directory no child
-    of ``run`` can see; mitmproxy's password fallback is kept."""
+def load_private_key(data: bytes, password: bytes | None) -> Any:
+    """A PEM private key, without cryptography's RSA consistency check (about 30 ms of the first intercepted
+    connection of every run). Used for the CA's key, the one ``ca.ensure_ca`` made, read from a 0600 file in a
+    directory no child of ``run`` can see. An unencrypted key given a password is read without it, as mitmproxy does."""
     from cryptography.hazmat.primitives import serialization
-    from mitmproxy import certs
 
-    if getattr(certs.load_pem_private_key, "authsome", False):
-        return
-
-    def load(data: bytes, password: bytes | None) -> Any:
-        try:
-            return serialization.load_pem_private_key(data, password, unsafe_skip_rsa_key_validation=True)
-        except TypeError:  # an unencrypted key given a password: as mitmproxy does, try without
-            if password is None:
-                raise
-            return serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
-
-    load.authsome = True  # type: ignore[attr-defined]
-    certs.load_pem_private_key = load
+    try:
+        return serialization.load_pem_private_key(data, password, unsafe_skip_rsa_key_validation=True)
+    except TypeError:
+        if password is None:
+            raise
+        return serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)

@@ -8,7 +8,7 @@ import pytest
 from mitmproxy import exceptions, hooks, options
 from mitmproxy.master import Master
 
-from authsome.proxy.dispatch import HookDispatch
+from authsome.proxy.mitm_internals import install_hook_dispatch
 
 from .conftest import run_async
 
@@ -47,7 +47,7 @@ class Silent:
 
 async def _main_with(addons: tuple[object, ...], calls: list[str]) -> list[str]:
     master = Master(options.Options())
-    dispatch = HookDispatch.install(master)
+    dispatch = install_hook_dispatch(master)
     assert master.addons is dispatch
     dispatch.add(*addons)
     await dispatch.trigger_event(hooks.RunningHook())
@@ -79,7 +79,7 @@ def test_adding_and_removing_addons_is_seen_by_the_next_event() -> None:
 
     async def main() -> None:
         master = Master(options.Options())
-        dispatch = HookDispatch.install(master)
+        dispatch = install_hook_dispatch(master)
         first = Recorder("a", calls)
         dispatch.add(first)
         await dispatch.trigger_event(hooks.RunningHook())

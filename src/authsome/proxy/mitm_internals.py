@@ -1,0 +1,253 @@
+"""Every place authsome relies on mitmproxy beyond its addon API, named here and nowhere else.
+
+mitmproxy's addon hooks, options, ``Master`` and its documented addons are its API; what follows is not, and a new
+mitmproxy release may change it. Each entry says what it touches; ``tests/unit/proxy/test_mitm_internals.py`` checks
+each against the installed mitmproxy, and CI runs them on both lines it installs (11.0.x on Python 3.11, 12.x later).
+
+* :func:`load_mitmproxy` — ``mitmproxy.addons`` is imported without its package ``__init__`` (which imports every
+  addon, a web framework and an LDAP client); modules a run never uses (:data:`DEFERRED_MODULES`, and the pyparsing
+  grammar of ``mitmproxy.command_lexer``) run their bodies on first use.
+* ``http.MessageData.__post_init__`` (type checks that exist only without ``-O``) is skipped.
+* ``HttpUpstreamProxy.on_handshake_error`` keeps a chained proxy's refusal on the server connection.
+* ``certs.load_pem_private_key`` loads the CA key without cryptography's RSA re-check.
+* :func:`connection_handler` — each proxy server's ``handle_stream``, the per-connection entry point the front door
+  hands connections to in-process.
+* :func:`install_hook_dispatch` — ``AddonManager``'s ``chain``, ``_iter_hooks`` and ``_configure_all``.
+
+(:func:`authsome.proxy.tls.tls_addon` subclasses the ``TlsConfig`` addon and overrides its ``get_cert`` and
+``running``: an addon's own methods rather than the core's.)
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import sys
+import types
+from typing import Any
+
+from authsome.errors import AuthsomeError
+
+_ADDONS_PACKAGE = "mitmproxy.addons"
+
+
+class _LazyPackage(types.ModuleType):
+    """``mitmproxy.addons`` with submodules importable on their own; the package body runs on first attribute use."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        submodule = f"{self.__name__}.{name}"
+        if importlib.util.find_spec(submodule) is not None:  # `from mitmproxy.addons import x` lands here
+            return importlib.import_module(submodule)
+        spec = self.__spec__
+        assert spec is not None and spec.loader is not None
+        self.__class__ = types.ModuleType  # type: ignore[assignment]  # run the real __init__ only once
+        spec.loader.exec_module(self)
+        return getattr(self, name)
+
+
+class _Deferred(types.ModuleType):
+    """A module whose body runs when a name it does not define yet is first read (``import x`` alone does not).
+
+    (:class:`importlib.util.LazyLoader` would not do: the ``import`` statement reads ``__spec__``, which runs the body.)
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _IMPORT_PROBES:  # the import system asks, e.g. `__path__` to tell a package from a module
+            raise AttributeError(name)
+        return getattr(_run_body(self), name)
+
+
+_IMPORT_PROBES = frozenset({"__path__", "__file__", "__cached__", "__loader__", "__package__", "__spec__"})
+
+
+def _run_body(module: types.ModuleType) -> types.ModuleType:
+    if isinstance(module, _Deferred):
+        spec = module.__spec__
+        assert spec is not None and spec.loader is not None
+        module.__class__ = types.ModuleType  # type: ignore[assignment]  # from now on, an ordinary module
+        spec.loader.exec_module(module)
+    return module
+
+
+# Imported when mitmproxy starts, used only by what a run never does: QUIC's certificate checks (service_identity, with
+# attrs and pyasn1), reading or writing a YAML options file (ruamel.yaml), parsing typed commands (pyparsing).
+DEFERRED_MODULES = ("service_identity", "ruamel.yaml", "pyparsing", "mitmproxy.command_lexer")
+
+
+def defer_unused_imports() -> None:
+    """Run the bodies of :data:`DEFERRED_MODULES` (a fifth of mitmproxy's import time) on first use (idempotent).
+
+    ``mitmproxy.command`` takes ``unquote`` from its lexer module, whose body builds a pyparsing grammar: that
+    module's stand-in gets an ``unquote`` that runs the real body first (nothing else reads it until a command is
+    parsed).
+    """
+    for name in DEFERRED_MODULES:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:  # pragma: no cover - mitmproxy's dependencies
+            continue
+        module = importlib.util.module_from_spec(spec)
+        module.__class__ = _Deferred
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+    lexer = sys.modules.get("mitmproxy.command_lexer")
+    if isinstance(lexer, _Deferred) and "unquote" not in vars(lexer):
+
+        def unquote(text: str) -> str:
+            real: Any = _run_body(lexer)
+            return str(real.unquote(text))
+
+        lexer.unquote = unquote  # type: ignore[attr-defined]
+
+
+def load_mitmproxy() -> None:
+    """Make ``mitmproxy.addons`` importable without its eager ``__init__`` (idempotent)."""
+    defer_unused_imports()
+    _skip_message_type_checks()
+    _keep_upstream_proxy_errors()
+    load_ca_key_without_rsa_recheck()
+    if _ADDONS_PACKAGE in sys.modules:
+        return
+    spec = importlib.util.find_spec(_ADDONS_PACKAGE)
+    if spec is None or spec.submodule_search_locations is None:  # pragma: no cover - mitmproxy is a dependency
+        raise AuthsomeError("mitmproxy is not installed", "install authsome with its dependencies")
+    package = _LazyPackage(_ADDONS_PACKAGE)
+    package.__spec__ = spec
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__file__ = spec.origin
+    package.__package__ = _ADDONS_PACKAGE
+    sys.modules[_ADDONS_PACKAGE] = package
+
+
+def _skip_message_type_checks() -> None:
+    """Skip the field type checks mitmproxy runs on every HTTP message it builds unless Python runs with ``-O``.
+
+    ``MessageData.__post_init__`` exists only under ``__debug__``; it formats an error message for every field of
+    every request and response (about a tenth of the proxy's time per request). authsome's messages come from
+    mitmproxy's own parsers, so the run behaves as ``python -O`` would.
+    """
+    from mitmproxy import http
+
+    if "__post_init__" in vars(http.MessageData):
+        http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
+
+
+def _keep_upstream_proxy_errors() -> None:
+    """Keep why a chained proxy refused a tunnel (``407 …``) on the server connection it was for.
+
+    mitmproxy (11.x and 12.x) only logs it: ``HttpUpstreamProxy`` closes the tunnel and leaves the server connection
+    without an error, so the request inside the tunnel could not say what went wrong.
+    """
+    from mitmproxy.proxy.layers.http import _upstream_proxy
+
+    cls: Any = _upstream_proxy.HttpUpstreamProxy
+    if getattr(cls, "_authsome_keeps_errors", False):
+        return
+    original = cls.on_handshake_error
+
+    def on_handshake_error(self: Any, err: str) -> Any:
+        if not self.conn.error:
+            self.conn.error = err
+        return (yield from original(self, err))
+
+    cls.on_handshake_error = on_handshake_error
+    cls._authsome_keeps_errors = True
+
+
+def _no_check(self: object) -> None:
+    """What ``MessageData.__post_init__`` does under ``python -O``: nothing."""
+
+
+def load_ca_key_without_rsa_recheck() -> None:
+    """mitmproxy loads the CA's key with :func:`authsome.proxy.tls.load_private_key` (no RSA re-check)."""
+    from mitmproxy import certs
+
+    from authsome.proxy import tls
+
+    certs.load_pem_private_key = tls.load_private_key
+
+
+def import_mitmproxy() -> None:
+    """What a proxy start imports (a quarter of a second): on a worker thread, while the event loop serves."""
+    load_mitmproxy()
+    for name in ("master", "addons.proxyserver", "addons.next_layer", "addons.tlsconfig", "addons.disable_h2c"):
+        importlib.import_module(f"mitmproxy.{name}")
+    for name in ("http", "tls", "connection", "proxy.layers", "proxy.mode_specs"):  # what authsome's addons use
+        importlib.import_module(f"mitmproxy.{name}")
+
+
+def connection_handler(proxyserver: Any) -> Any:
+    """The in-process handler of a new client connection, ``(reader, writer) -> awaitable`` (mitmproxy 11.x and
+    12.x: ``ServerInstance.handle_stream``), or None when this mitmproxy has none (the front door then relays to
+    mitmproxy's port over loopback)."""
+    return next((getattr(s, "handle_stream", None) for s in proxyserver.servers), None)
+
+
+def install_hook_dispatch(master: Any) -> Any:
+    """Replace the master's (still empty) addon manager with the :func:`hook dispatcher <_hook_dispatch>`."""
+    previous = master.addons
+    if previous.chain:
+        raise RuntimeError("install the hook dispatcher before adding addons")
+    master.options.changed.disconnect(previous._configure_all)
+    master.addons = _hook_dispatch()(master)
+    return master.addons
+
+
+@functools.cache
+def _hook_dispatch() -> type:
+    """mitmproxy's addon manager, calling only the addons that implement an event's hook.
+
+    mitmproxy asks every addon about every event — some 25 events per intercepted connection, plus an ``update`` after
+    each flow event — entering a context manager and a coroutine for each addon even when it has no such hook. Here
+    each event name maps to the (addon, hook) pairs of the current chain, found once with mitmproxy's own lookup and
+    found again whenever the chain changes. Hooks run in chain order, an addon's error is logged as mitmproxy logs it,
+    and ``AddonHalt`` still stops the chain.
+    """
+    from mitmproxy import addonmanager, exceptions, hooks
+
+    manager: Any = addonmanager.AddonManager  # untyped in mitmproxy
+
+    class HookDispatch(manager):  # type: ignore[misc]
+        """Drop-in for ``master.addons`` (see :func:`install_hook_dispatch`)."""
+
+        def __init__(self, master: Any) -> None:
+            super().__init__(master)
+            self._hooks: dict[str, list[tuple[Any, Any]]] = {}
+
+        def add(self, *addons: Any) -> None:
+            self._hooks.clear()
+            super().add(*addons)
+            self._hooks.clear()
+
+        def remove(self, addon: Any) -> None:
+            self._hooks.clear()
+            super().remove(addon)
+            self._hooks.clear()
+
+        def clear(self) -> None:
+            self._hooks.clear()
+            super().clear()
+            self._hooks.clear()
+
+        async def trigger_event(self, event: hooks.Hook) -> None:
+            found = self._hooks.get(event.name)
+            if found is None:
+                found = [pair for addon in self.chain for pair in self._iter_hooks(addon, event)]
+                self._hooks[event.name] = found
+            for _addon, func in found:
+                try:
+                    with addonmanager.safecall():
+                        result = func(*event.args())
+                        if result is not None and inspect.isawaitable(result):
+                            await result
+                except exceptions.AddonHalt:
+                    return
+
+    return HookDispatch

@@ -1,0 +1,75 @@
+"""What authsome takes from mitmproxy beyond its addon API (authsome.proxy.mitm_internals) is still there, in the
+installed mitmproxy, and still does what authsome counts on. CI runs this on both mitmproxy lines (11.x and 12.x):
+a release that renames or drops one of these fails here, by name, rather than somewhere in an end-to-end run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from authsome.proxy import ca, tls
+
+# In fresh interpreters: what mitmproxy has before authsome patches anything, and what the patches change.
+BEFORE = """
+import json
+from mitmproxy import certs, http
+from mitmproxy.proxy.layers.http import _upstream_proxy
+from mitmproxy.proxy import mode_servers
+print(json.dumps({
+    "post_init": "__post_init__" in vars(http.MessageData),
+    "handshake_error": callable(getattr(_upstream_proxy.HttpUpstreamProxy, "on_handshake_error", None)),
+    "key_loader": callable(getattr(certs, "load_pem_private_key", None)),
+    "handle_stream": callable(getattr(mode_servers.ServerInstance, "handle_stream", None)),
+}))
+"""
+AFTER = """
+import json, sys
+from authsome.proxy import mitm_internals, tls
+mitm_internals.load_mitmproxy()
+mitm_internals.import_mitmproxy()
+from mitmproxy import certs, http
+from mitmproxy.proxy.layers.http import _upstream_proxy
+print(json.dumps({
+    "post_init": "__post_init__" in vars(http.MessageData) and http.MessageData.__post_init__.__name__ != "_no_check",
+    "handshake_error": getattr(_upstream_proxy.HttpUpstreamProxy, "_authsome_keeps_errors", False),
+    "key_loader": certs.load_pem_private_key is tls.load_private_key,
+    "addons_init_ran": "mitmproxy.addons.onboarding" in sys.modules or "mitmproxy.addons.core" in sys.modules,
+    "deferred_ran": [m for m in ("pyparsing.core", "service_identity.cryptography") if m in sys.modules],
+}))
+"""
+
+
+def _probe(code: str) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def test_every_internal_authsome_relies_on_is_there() -> None:
+    assert _probe(BEFORE) == {"post_init": True, "handshake_error": True, "key_loader": True, "handle_stream": True}
+
+
+def test_each_patch_takes_and_what_a_run_never_uses_stays_unloaded() -> None:
+    assert _probe(AFTER) == {
+        "post_init": False,  # the per-message type checks are off
+        "handshake_error": True,
+        "key_loader": True,
+        "addons_init_ran": False,  # mitmproxy.addons' __init__ (every addon) never ran
+        "deferred_ran": [],
+    }
+
+
+def test_the_ca_key_loads_through_mitmproxy_with_the_fast_loader(tmp_path: Path) -> None:
+    from mitmproxy import certs
+
+    from authsome.proxy import mitm_internals
+
+    ca.ensure_ca(tmp_path)
+    mitm_internals.load_ca_key_without_rsa_recheck()
+    assert certs.load_pem_private_key is tls.load_private_key
+    store = certs.CertStore.from_store(str(tmp_path), "mitmproxy", 2048)
+    entry = store.get_cert("api.openai.com", [])
+    assert entry.cert.cn == "api.openai.com"
