@@ -23,10 +23,13 @@ from .conftest import run_async
 CREDENTIAL = b"authsome:test-token"
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound, never listening, so that no other process
+    can take it meanwhile (a port found free and let go could be another test's proxy by the time it is used)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 @pytest.fixture
@@ -71,11 +74,11 @@ def connect_through(front: FrontDoor, target: str) -> tuple[bytes, dict[str, str
     return run_async(go())
 
 
-def test_an_unreachable_target_is_a_502_with_the_cause_reported() -> None:
+def test_an_unreachable_target_is_a_502_with_the_cause_reported(closed_port: int) -> None:
     lines: list[str] = []
     records: list[dict[str, object]] = []
     reporter = Reporter(verbose=True, audit=records.append, write=lines.append)
-    port = closed_port()
+    port = closed_port
     status, headers, body = connect_through(FrontDoor(Router([]), CREDENTIAL, reporter=reporter), f"127.0.0.1:{port}")
     assert status == f"HTTP/1.1 502 authsome: cannot reach 127.0.0.1:{port} (connection refused)".encode()
     assert headers["x-authsome-error"] == "upstream_unreachable" and headers["content-type"] == "application/json"
@@ -89,8 +92,8 @@ def test_an_unreachable_target_is_a_502_with_the_cause_reported() -> None:
     ]
 
 
-def test_a_chained_proxy_that_is_down_or_refuses_is_named(refusing_proxy: int) -> None:
-    down = closed_port()
+def test_a_chained_proxy_that_is_down_or_refuses_is_named(refusing_proxy: int, closed_port: int) -> None:
+    down = closed_port
     front = FrontDoor(Router([]), CREDENTIAL, upstream=UpstreamProxy("http", ("127.0.0.1", down)))
     _, _, body = connect_through(front, "example.com:443")
     assert body["reason"] == f"cannot reach example.com:443 (the upstream proxy 127.0.0.1:{down}: connection refused)"
