@@ -408,6 +408,39 @@ def _keyring_exposure(auth: Authsome) -> Check | None:
     )
 
 
+# -- the gateway ---------------------------------------------------------------------------------------------------
+def _gateway(auth: Authsome) -> Check:
+    """Whether this profile's gateway runs, answers, and where it listens (``run`` uses it when it is up)."""
+    from authsome.gateway import control
+    from authsome.gateway.address import is_loopback
+    from authsome.gateway.state import GatewayFiles
+    from authsome.providers.hosts import split_host_port
+
+    result = control.status(GatewayFiles(auth.home.root / "profiles" / auth.profile / "gateway"))  # (creates nothing)
+    if not result["running"]:
+        detail = (
+            "not running: each `authsome run` starts its own proxy (`authsome gateway start` makes runs start faster)"
+        )
+        return _check("gateway", True, detail)
+    listen = str(result.get("listen", "?"))
+    where = f"{listen} (pid {result.get('pid', '?')})"
+    if not result["healthy"]:
+        return _check(
+            "gateway",
+            False,
+            f"running on {where} but not answering its health check: runs fall back to their own proxy",
+            f"see {result['log']}; then `authsome gateway stop` and `authsome gateway start`",
+        )
+    try:
+        exposed = not is_loopback(split_host_port(listen, None)[0])
+    except ValueError:
+        exposed = True
+    if exposed:
+        detail = f"running on {where}, beyond this machine: agent tokens cross the network unencrypted"
+        return _check("gateway", True, detail + "; keep it on a private network (docs/gateway.md)")
+    return _check("gateway", True, f"running on {where}: it serves this profile's runs")
+
+
 CHECKS: tuple[tuple[str, CheckFn], ...] = (
     ("layout", _layout),
     ("key source", _key_source),
@@ -420,4 +453,5 @@ CHECKS: tuple[tuple[str, CheckFn], ...] = (
     ("database key", _database_key),
     ("sandbox of run", _sandbox),
     ("master key and the child", _keyring_exposure),
+    ("gateway", _gateway),
 )

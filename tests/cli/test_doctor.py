@@ -206,3 +206,35 @@ def test_a_master_key_from_the_environment_opens_what_it_sealed(authsome: Runner
     other = {**env, "AUTHSOME_MASTER_KEY": base64.b64encode(b"\x01" * 32).decode()}
     refused = authsome("get", "openai", "--field", "api_key", "--show-secret", env=other)
     assert refused.code == 7 and KEY not in refused.out + refused.err  # another key opens nothing, says so
+
+
+def test_doctor_says_whether_the_gateway_serves_runs_and_names_one_that_hangs(
+    authsome: Runner, authsome_home: Path, user_home: Path
+) -> None:
+    import fcntl
+    import socket
+
+    _, checks = doctor(authsome, user_home)
+    assert checks["gateway"]["ok"] and checks["gateway"]["detail"].startswith("not running")
+
+    env = {"HOME": str(user_home), **NO_KEYRING}
+    started = authsome("gateway", "start", "--listen", "127.0.0.1:0", "--json", env=env)
+    assert started.code == 0, started.err
+    try:
+        _, checks = doctor(authsome, user_home)
+        listen = started.json()["listen"]
+        assert checks["gateway"]["ok"] and f"running on {listen}" in checks["gateway"]["detail"]
+    finally:
+        assert authsome("gateway", "stop", env=env).code == 0
+
+    # a gateway that holds its lock but does not answer (hung): named, with the fix
+    files = authsome_home / "profiles" / "default" / "gateway"
+    with socket.socket() as silent, open(files / "gateway.lock", "a") as lock:
+        silent.bind(("127.0.0.1", 0))  # bound, never listening: refuses the health check
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = {"pid": 4242, "listen": f"127.0.0.1:{silent.getsockname()[1]}", "profile": "default"}
+        (files / "state.json").write_text(json.dumps(state))
+        _, checks = doctor(authsome, user_home)
+    assert not checks["gateway"]["ok"]
+    assert "not answering its health check" in checks["gateway"]["detail"]
+    assert "authsome gateway stop" in checks["gateway"]["hint"]

@@ -389,7 +389,7 @@ def whoami() -> None:
 @cli.command()
 @common_options
 def doctor() -> None:
-    """Check the home, key source, store, provider files and proxy CA."""
+    """Check the home, key source, store, provider files, proxy CA, sandbox and gateway."""
     o = out()
     from authsome.api import Authsome
     from authsome.doctor import run_checks
