@@ -600,8 +600,8 @@ class Authsome:
         non-default connection; ``allow``/``policy_file`` restrict what the child may call (see authsome.policy).
         ``isolate`` (default) hides this home, the CA key and every process outside the child's sandbox from it.
         With ``use_gateway`` (default), a gateway running for this profile serves the child (an agent with the run's
-        rights, ended with the run) unless the run asks for what only its own proxy does (``verbose``, an upstream
-        CA or proxy, another CA directory); otherwise the run starts its own proxy.
+        rights, ended with the run) unless the run asks for what only its own proxy does (an upstream CA, a chained
+        proxy the gateway does not use, another CA directory); otherwise the run starts its own proxy.
         """
         from authsome import isolation
 
@@ -615,7 +615,7 @@ class Authsome:
         policy = build_policy(allow, policy_file)
         routes = self._routes(providers, connections)
         gateway = None
-        if use_gateway and not (verbose or upstream_ca or upstream_proxy or confdir or self.env.get("AUTHSOME_RUN")):
+        if use_gateway and not self.env.get("AUTHSOME_RUN"):  # the runner decides the other fallbacks itself
             from authsome.gateway.client import lease_for_run
 
             stored: dict[str, list[str]] = {}
@@ -792,6 +792,7 @@ class Authsome:
             files=self.gateway_files.ensure(),
             profile=self.profile,
             watch=self._watch_store if self.store_url else None,
+            flush_audit=self.audit.flush,
         )
         try:
             return serve(config)

@@ -185,17 +185,28 @@ def _serve_options(func: Any) -> Any:
         ),
         click.option("--upstream", "upstream_proxy", metavar="URL", help="Chain through this proxy."),
         click.option("--drain", default=10.0, show_default=True, metavar="SECONDS", help="Grace time on SIGTERM."),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 256),
+            default=1,
+            show_default=True,
+            metavar="N",
+            help="Worker processes sharing the port (one core each; see docs/gateway.md).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _gateway_options(listen: str | None, upstream_ca: Path | None, upstream_proxy: str | None, drain: float) -> Any:
+def _gateway_options(
+    listen: str | None, upstream_ca: Path | None, upstream_proxy: str | None, drain: float, workers: int
+) -> Any:
     from authsome.gateway.address import parse_listen
     from authsome.gateway.service import GatewayOptions
 
     o = out()
+    store = click.get_current_context().meta.get("authsome.store")  # a worker opens the same store
     return GatewayOptions(
         listen=parse_listen(listen or ""),
         json_log=o.json,
@@ -203,6 +214,8 @@ def _gateway_options(listen: str | None, upstream_ca: Path | None, upstream_prox
         upstream_ca=upstream_ca,
         upstream_proxy=upstream_proxy,
         drain_timeout=float(drain),
+        workers=workers,
+        worker_args=("--store", store) if store else (),
     )
 
 
@@ -215,12 +228,31 @@ gateway_group: click.Group = click.Group(
 @gateway_group.command("serve")
 @_serve_options
 @common_options
-def gateway_serve(listen: str | None, upstream_ca: Path | None, upstream_proxy: str | None, drain: float) -> None:
+def gateway_serve(
+    listen: str | None, upstream_ca: Path | None, upstream_proxy: str | None, drain: float, workers: int
+) -> None:
     """Run the gateway in the foreground (one log line per decision; JSON lines with --json) until SIGTERM."""
     from authsome.cli import exit_now
 
-    code = api().serve_gateway(_gateway_options(listen, upstream_ca, upstream_proxy, drain))
+    code = api().serve_gateway(_gateway_options(listen, upstream_ca, upstream_proxy, drain, workers))
     exit_now(code)
+
+
+@gateway_group.command("worker", hidden=True)
+@click.option("--fds", required=True, metavar="LISTEN,CHANNEL", help="Inherited descriptors.")
+@click.option("--index", type=int, required=True, help="The worker's number.")
+@common_options
+def gateway_worker(fds: str, index: int) -> None:
+    """One worker process of `gateway serve --workers N`, started by the gateway itself (its options come from it)."""
+    from authsome.cli import exit_now
+    from authsome.gateway.service import GatewayOptions
+    from authsome.gateway.worker import WorkerLink
+
+    listen_fd, _, channel_fd = fds.partition(",")
+    if not (listen_fd.isdigit() and channel_fd.isdigit()):
+        raise UsageError(f"--fds {fds!r} is not LISTEN,CHANNEL", "workers are started by `authsome gateway serve`")
+    link = WorkerLink(int(listen_fd), int(channel_fd), index)
+    exit_now(api().serve_gateway(GatewayOptions(worker=link)))
 
 
 @gateway_group.command("ca")
@@ -242,7 +274,9 @@ def gateway_ca(bundle: bool) -> None:
 @gateway_group.command("start")
 @_serve_options
 @common_options
-def gateway_start(listen: str | None, upstream_ca: Path | None, upstream_proxy: str | None, drain: float) -> None:
+def gateway_start(
+    listen: str | None, upstream_ca: Path | None, upstream_proxy: str | None, drain: float, workers: int
+) -> None:
     """Start the gateway in the background (its lines go to gateway.log under the profile); returns once it listens."""
     from authsome.gateway import control
 
@@ -253,6 +287,7 @@ def gateway_start(listen: str | None, upstream_ca: Path | None, upstream_proxy: 
     args += ["--upstream-ca", str(upstream_ca.resolve())] if upstream_ca else []
     args += ["--upstream", upstream_proxy] if upstream_proxy else []
     args += ["--json"] if o.json else []
+    args += ["--workers", str(workers)] if workers > 1 else []
     state = control.start(auth.gateway_files, args, auth.env)
     o.emit(
         state,

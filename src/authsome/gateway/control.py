@@ -36,7 +36,7 @@ def start(files: GatewayFiles, serve_args: Sequence[str], env: Mapping[str, str]
     log_fd = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "authsome", *serve_args],
+            [sys.executable, "-P", "-m", "authsome", *serve_args],  # -P: not the working directory on sys.path
             stdin=subprocess.DEVNULL,
             stdout=log_fd,
             stderr=log_fd,

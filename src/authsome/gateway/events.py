@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from authsome.gateway.runs import RunAgents
 from authsome.proxy.auth import Denied
-from authsome.proxy.report import Audit, Reporter, RequestRecord
+from authsome.proxy.report import Audit, DurableAudit, Reporter, RequestRecord
+from authsome.proxy.routing import Ambiguous
 
 Write = Callable[[str], None]
 DENIED_QUIET = 60.0  # seconds between two lines about the same locked-out address
@@ -77,13 +79,21 @@ class EventLog:
 
 
 class GatewayReporter(Reporter):
-    """The proxy core's reporter, as the gateway wants it: a line per finished decision, and the audit record."""
+    """The proxy core's reporter, as the gateway wants it: a line per finished decision, and the audit record.
 
-    def __init__(self, log: EventLog, audit: Audit | None) -> None:
-        super().__init__(verbose=log.verbose, audit=audit, write=log.info)
+    With ``runs``, the requests of an ``authsome run`` served here are reported as a run with its own proxy reports
+    them: their records carry the run's id and program name, and the run is sent its warnings and (with
+    ``--verbose``) its decision lines over its control connection."""
+
+    def __init__(self, log: EventLog, audit: Audit | None, runs: RunAgents | None = None) -> None:
+        super().__init__(verbose=log.verbose, audit=_with_run_context(audit, runs), write=log.info)
         self.log = log
+        self.runs = runs
 
-    def info(self, text: str) -> None:
+    def info(self, text: str, record: RequestRecord | None = None) -> None:
+        session = self.runs.session(record.agent) if self.runs is not None and record is not None else None
+        if session is not None:
+            session.info(text)
         self.log.info(text)
 
     def warn(self, text: str) -> None:
@@ -94,8 +104,32 @@ class GatewayReporter(Reporter):
         self.log.warning(text)
 
     def decided(self, record: RequestRecord) -> None:
-        """Nothing yet: the line comes when the request is finished, with its status."""
+        """The gateway's own line comes when the request is finished, with its status; a served run gets its line
+        now, as from its own proxy (and the warning its own proxy gives about an ambiguous host)."""
+        session = self.runs.session(record.agent) if self.runs is not None else None
+        if session is None:
+            return
+        if record.decision == "ambiguous" and record.reason:
+            session.warn(Ambiguous(record.host, tuple(record.reason.split(", "))).message)
+        session.info(record.line())
 
     def finished(self, record: RequestRecord) -> None:
         self.log.request(record)
         super().finished(record)
+
+
+def _with_run_context(audit: Audit | None, runs: RunAgents | None) -> Audit | None:
+    """``audit``, with the context of the served run (its run id and program name) added to each of its records."""
+    if audit is None or runs is None:
+        return audit
+
+    def with_context(record: dict[str, object]) -> dict[str, object]:
+        agent = record.get("agent")
+        session = runs.session(agent) if isinstance(agent, str) else None
+        return {**session.context, **record} if session is not None else record
+
+    if isinstance(audit, DurableAudit):
+        commit = audit.commit
+        return DurableAudit(lambda event, record: commit(event, with_context(record)))
+    plain = audit
+    return lambda record: plain(with_context(record))

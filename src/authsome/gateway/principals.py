@@ -12,11 +12,13 @@ no agent and a wrong token get the same answer in the same time, so names cannot
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from authsome.errors import AuthsomeError
+from authsome.gateway.runs import PREFIX as RUN_PREFIX
 from authsome.policy import Policy, parse_rule
 from authsome.proxy.auth import Denied, FailureLimiter, Principal, Verdict, parse_basic
 from authsome.proxy.routing import Route, Router
@@ -34,10 +36,16 @@ WRONG = "unknown agent or wrong token"
 
 def principal_for(agent: Agent, routes: Sequence[Route]) -> Principal:
     """The agent's rights as the proxy applies them: its routes, allow rules and the connections it may pick; never
-    the gateway host's own loopback or link-local addresses."""
+    the gateway host's own loopback or link-local addresses.
+
+    The agent of an ``authsome run`` (``run.<hex>``, made over the control socket by a process of this user on this
+    host) has a run's rights instead: any stored connection, and this host's own addresses, as its own proxy gives.
+    """
     rights = agent.rights
     rules = tuple(parse_rule(rule) for rule in rights.allow)
     policy = Policy(rules, rights.policy_source or f"agent {agent.name}")
+    if agent.name.startswith(RUN_PREFIX):
+        return Principal(agent.name, Router(routes), policy, None, host_local=True)
     connections = {
         route.provider.name: frozenset(rights.connections.get(route.provider.name) or (route.connection,))
         for route in routes
@@ -70,14 +78,18 @@ class AgentAuthenticator:
         self.wall = wall
         self._answers: dict[bytes, tuple[float, Principal]] = {}  # sha256(header) -> (when, principal)
         self._rights: dict[str, tuple[float, float, Principal]] = {}  # agent -> (when, record version, principal)
+        self._lock = threading.Lock()  # forget() comes from other threads (the control socket, a worker's channel)
+        self._forgotten = 0  # how many forget() calls so far: an answer checked across one is not cached
 
     def authenticate(self, header: str, peer: str | None) -> Verdict:
         now = self.clock()
         key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
-        cached = self._answers.get(key)
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
-        self._answers.pop(key, None)
+        with self._lock:
+            cached = self._answers.get(key)
+            if cached is not None and now - cached[0] < self.ttl:
+                return cached[1]
+            self._answers.pop(key, None)
+            forgotten = self._forgotten
         wait = self.limiter.blocked(peer)
         if wait is not None:
             return self._deny(
@@ -85,15 +97,20 @@ class AgentAuthenticator:
             )
         verdict = self._check(header, peer, now)
         if isinstance(verdict, Principal):
-            if len(self._answers) >= MAX_CACHED:
-                self._answers.clear()
-            self._answers[key] = (now, verdict)
+            with self._lock:
+                if forgotten == self._forgotten:  # no agent was dropped meanwhile (it might be this one)
+                    if len(self._answers) >= MAX_CACHED:
+                        self._answers.clear()
+                    self._answers[key] = (now, verdict)
         return verdict
 
     def forget(self, name: str) -> None:
-        """Drop what is cached of agent ``name``: its next request is checked afresh (a run's agent that ended)."""
-        self._answers = {k: v for k, v in self._answers.items() if v[1].name != name}
-        self._rights.pop(name, None)
+        """Drop what is cached of agent ``name``: its next request is checked afresh (a run's agent that ended).
+        Safe from any thread; an answer being checked meanwhile is returned but not cached."""
+        with self._lock:
+            self._forgotten += 1
+            self._answers = {k: v for k, v in self._answers.items() if v[1].name != name}
+            self._rights.pop(name, None)
 
     def _check(self, header: str, peer: str | None, now: float) -> Verdict:
         if not header:

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authsome.gateway import state
 from authsome.gateway.address import DEFAULT_HOST, DEFAULT_PORT, Address, is_loopback, show
@@ -35,6 +35,9 @@ from authsome.gateway.runs import ControlServer, RunAgents, lookup_with
 from authsome.proxy.auth import FailureLimiter, Principal, Verdict
 from authsome.proxy.report import Audit
 from authsome.proxy.routing import Router
+
+if TYPE_CHECKING:
+    from authsome.gateway.worker import WorkerChannel, WorkerLink
 
 HeadersFor = Callable[[str, str], Mapping[str, str]]
 Changed = Callable[[str, str], None]  # (what, name), as authsome.store.backend.watch reports them
@@ -53,6 +56,9 @@ class GatewayOptions:
     upstream_ca: Path | None = None
     upstream_proxy: str | None = None
     drain_timeout: float = 10.0
+    workers: int = 1  # more: a supervisor and that many worker processes (authsome.gateway.workers)
+    worker_args: tuple[str, ...] = ()  # global options a worker is started with besides --profile (e.g. --store)
+    worker: WorkerLink | None = None  # set in a worker process: what it inherited from its supervisor
 
 
 @dataclass
@@ -70,6 +76,7 @@ class GatewayConfig:
     log: EventLog | None = None
     stop: threading.Event = field(default_factory=threading.Event)  # set it (or send SIGTERM) to stop
     watch: Watch | None = None  # hears of changes other replicas make to a shared store, while the gateway runs
+    flush_audit: Callable[[], None] | None = None  # returns once queued audit records are on disk (a run has ended)
 
 
 class _Replicated(AgentAuthenticator):
@@ -146,6 +153,11 @@ class InFlight:
 def serve(config: GatewayConfig) -> int:
     """Run the gateway until ``config.stop`` is set or a stop signal arrives; returns the exit code (0)."""
     options = config.options
+    if options.worker is not None:  # one of the processes of `--workers N`: its supervisor holds lock and state
+        from authsome.gateway.worker import serve_worker
+
+        with _stop_signals(config.stop):
+            return serve_worker(config, _serve)
     log = config.log or EventLog(json_lines=options.json_log, verbose=options.verbose)
     host = options.listen[0]
     if not is_loopback(host):
@@ -154,6 +166,10 @@ def serve(config: GatewayConfig) -> int:
             "agent's rights; keep the tokens secret, and give agents the CA certificate only"
         )
     with state.running(config.files), _stop_signals(config.stop):
+        if options.workers > 1:
+            from authsome.gateway.workers import supervise
+
+            return supervise(config, log)
         return _serve(config, log)
 
 
@@ -175,7 +191,9 @@ def _stop_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _serve(config: GatewayConfig, log: EventLog) -> int:
+def _serve(config: GatewayConfig, log: EventLog, worker: WorkerChannel | None = None) -> int:
+    """The proxy core as the gateway runs it; ``worker``: as a worker process (authsome.gateway.worker), on the
+    listening socket it inherited, with the run agents its supervisor tells it of."""
     from authsome.proxy.mitm_internals import load_mitmproxy
     from authsome.proxy.server import ProxyServer, ServerOptions
 
@@ -194,8 +212,8 @@ def _serve(config: GatewayConfig, log: EventLog) -> int:
     upstream = upstream_proxy(options.upstream_proxy, env)
     confdir = (options.confdir or ca.default_confdir()).expanduser()
     ca_pem = ca.ensure_ca(confdir)
-    reporter = GatewayReporter(log, config.audit)
-    runs = RunAgents()  # the agents of `authsome run`s served here: in memory, for the life of each run
+    runs = RunAgents() if worker is None else worker.runs  # the agents of runs served here: in memory, per run
+    reporter = GatewayReporter(log, config.audit, runs)
     lookup = lookup_with(runs, config.lookup)
     kind = _Replicated if config.watch is not None else AgentAuthenticator
     authenticator = kind(lookup, config.routes_for, limiter=FailureLimiter(), on_denied=log.denied)
@@ -233,28 +251,22 @@ def _serve(config: GatewayConfig, log: EventLog) -> int:
             options.verbose,
             resolve,
             listen=options.listen,
+            listener=worker.listening_socket() if worker is not None else None,
         )
         server = ProxyServer(server_options, addons, front)
+        control: ControlServer | None = None
         try:
             port = server.start()
-            address = show((options.listen[0], port))
-            facts = {
-                "pid": os.getpid(),
-                "listen": address,
-                "profile": config.profile,
-                "started_at": time.time(),
-                "ca_cert": str(ca.ca_cert_path(confdir)),
-                "ca_bundle": str(state.write_bundle(config.files.bundle, ca_pem, env)),
-            }
-            control = ControlServer(config.files.control, runs, lambda: facts)
-            control.start()
-            state.publish(config.files, facts)
+            if worker is not None:  # its supervisor holds the control socket and the state files (and says so)
+                worker.serving(port)
+            else:
+                control = _publish(config, log, runs, port, ca_pem, upstream[0] if upstream else None, ready)
             ready.set()
-            log.event("listening", f"listening on {address} (profile {config.profile}, pid {os.getpid()})", **facts)
             while not config.stop.wait(1.0):  # a timeout: signal handlers run on this (main) thread
                 pass
             ready.clear()
-            control.stop()
+            if control is not None:
+                control.stop()
             server.stop_accepting()
             log.event("draining", f"stopping: {len(inflight)} request(s) under way", in_flight=len(inflight))
             finished = inflight.idle.wait(options.drain_timeout)
@@ -266,3 +278,34 @@ def _serve(config: GatewayConfig, log: EventLog) -> int:
             trusted.close()
     log.event("stopped", "stopped", clean=True)
     return 0
+
+
+def _publish(
+    config: GatewayConfig,
+    log: EventLog,
+    runs: RunAgents,
+    port: int,
+    ca_pem: bytes,
+    upstream: str | None,
+    ready: threading.Event,
+) -> ControlServer:
+    """Listening: the control socket `authsome run` asks, the state file `gateway status` reads, ready, the log line."""
+    from authsome.proxy import ca
+
+    options = config.options
+    address = show((options.listen[0], port))
+    facts = {
+        "pid": os.getpid(),
+        "listen": address,
+        "profile": config.profile,
+        "started_at": time.time(),
+        "ca_cert": str(ca.ca_cert_path((options.confdir or ca.default_confdir()).expanduser())),
+        "ca_bundle": str(state.write_bundle(config.files.bundle, ca_pem, config.env)),
+        "upstream": upstream,  # the proxy it chains through (never its credentials)
+    }
+    control = ControlServer(config.files.control, runs, lambda: facts, config.flush_audit)
+    control.start()
+    state.publish(config.files, facts)
+    ready.set()
+    log.event("listening", f"listening on {address} (profile {config.profile}, pid {os.getpid()})", **facts)
+    return control

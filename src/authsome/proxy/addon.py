@@ -21,7 +21,7 @@ from authsome.errors import AuthsomeError, CredentialMissing
 from authsome.models import DEFAULT_CONNECTION
 from authsome.policy import METHOD_OVERRIDE_HEADERS, Policy
 from authsome.providers.hosts import canonical_host, split_host_port
-from authsome.proxy.auth import PRINCIPAL, Principal
+from authsome.proxy.auth import LOCAL_REFUSAL, PRINCIPAL, REFUSED, Principal
 from authsome.proxy.redact import (
     EncodedRedactor,
     StreamRedactor,
@@ -141,9 +141,14 @@ class Injector:
 
     # -- requests ------------------------------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:  # refused before us (407)
-            return
         request = flow.request
+        if flow.response is not None:  # refused before us: unknown (407), or an agent kept off this host (audited)
+            if flow.metadata.get(REFUSED) == "destination_forbidden":
+                where = split_authority(request.pretty_host, request.port) or (request.pretty_host, request.port)
+                reason = f"destination_forbidden: {LOCAL_REFUSAL}"
+                record = RequestRecord("refused", request.method, *where, path_only(request.path), reason=reason)
+                self._note(flow, record)
+            return
         flow.metadata[_START] = time.monotonic()
         for name in {n for n in request.headers if n.lower().startswith("proxy-")}:
             del request.headers[name]  # never upstream: the per-run proxy credential must not leak
@@ -445,7 +450,8 @@ class Injector:
         if record is not None:
             record.reason = f"{record.reason or ''}; cut: {why}".lstrip("; ")
         self.reporter.info(
-            f"cut         {flow.request.method} {flow.request.pretty_host}{path_only(flow.request.path)} ({why})"
+            f"cut         {flow.request.method} {flow.request.pretty_host}{path_only(flow.request.path)} ({why})",
+            record,
         )
         if flow.killable:
             flow.kill()  # type: ignore[no-untyped-call]
@@ -505,7 +511,7 @@ class Injector:
         if flow.response is not None:
             record.status = flow.response.status_code
         elif flow.error is not None and record.decision != "refused":
-            self.reporter.info(f"{record.line()}: failed: {flow.error.msg}")  # the decision was shown; now its end
+            self.reporter.info(f"{record.line()}: failed: {flow.error.msg}", record)  # the decision was shown; its end
             record.reason = f"{record.reason or ''}; error: {flow.error.msg}".lstrip("; ")
         start = flow.metadata.get(_START)
         if isinstance(start, float):

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 REALM = "authsome"
 PRINCIPAL = "authsome.principal"  # flow.metadata key: the principal of a request, set by ProxyAuth
+REFUSED = "authsome.refused"  # flow.metadata key: the code of ProxyAuth's refusal of a request that did authenticate
 RUN_REFUSAL = "this proxy serves only the command started by `authsome run`"
 LOCAL_REFUSAL = "agents may not reach the gateway host's own loopback or link-local addresses"
 
@@ -224,6 +225,7 @@ class ProxyAuth:
             flow.metadata[PRINCIPAL] = verdict
             if not inside and not verdict.may_reach(flow.request.host):  # a CONNECT or a plain request
                 flow.response = refusal(Denied(403, LOCAL_REFUSAL, "destination_forbidden"))
+                flow.metadata[REFUSED] = "destination_forbidden"
             return verdict
         flow.response = refusal(verdict, inside=inside)
         return None

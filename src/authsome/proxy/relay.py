@@ -354,6 +354,8 @@ class FrontDoor:
                     return
                 if not who.may_reach(target[0]):  # an agent asking for the gateway host's own services
                     self._deny(client, Denied(403, LOCAL_REFUSAL, "destination_forbidden"))
+                    reason = f"destination_forbidden: {LOCAL_REFUSAL}"
+                    self._report(RequestRecord("refused", "CONNECT", *target, "", reason=reason, status=403), who.name)
                     return
                 if not who.router.intercepts(*target):  # that principal's routes: an agent's own
                     await self._tunnel(client, target, who)
@@ -430,13 +432,13 @@ class FrontDoor:
             return
         assert client.transport is not None
         client.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        record = RequestRecord("tunnel", "CONNECT", target[0], target[1], "", reason="no route: relayed untouched")
         if self.reporter is not None and principal.name is not None:  # the gateway: every agent's tunnel is audited
-            record = RequestRecord("tunnel", "CONNECT", target[0], target[1], "", reason="no route: relayed untouched")
             record.agent = principal.name
             self.reporter.decided(record)
             self.reporter.finished(record)
         elif self.log:
-            self.log(f"tunnel      {where} (no route: relayed untouched)")
+            self.log(record.line())
         if not self._splice(client, server):
             client.pair(server)
             server.pair(client)
@@ -507,7 +509,12 @@ class FrontDoor:
         reason = f"cannot reach {where} ({cause})"
         body = error_body(code, f"{reason}. Fix: {fix}", provider=None, connection=None, reason=reason, fix=fix)
         self._refuse(client, 502, f"authsome: {reason}", body, f"{ERROR_HEADER}: {code}\r\n", "application/json")
-        record = RequestRecord("refused", "CONNECT", target[0], target[1], "", reason=f"{code}: {reason}", status=502)
+        self._report(
+            RequestRecord("refused", "CONNECT", target[0], target[1], "", reason=f"{code}: {reason}", status=502), agent
+        )
+
+    def _report(self, record: RequestRecord, agent: str | None) -> None:
+        """A CONNECT the front door answered itself: its ``--verbose`` line and its audit record."""
         record.agent = agent
         if self.reporter is not None:
             self.reporter.decided(record)

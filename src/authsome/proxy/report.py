@@ -56,6 +56,9 @@ class RequestRecord:
 
     def line(self) -> str:
         """The ``--verbose`` line, e.g. ``injected    openai/default GET api.openai.com/v1/models``."""
+        if self.decision == "tunnel":  # a CONNECT relayed untouched: no request inside it is seen
+            where = f"[{self.host}]" if ":" in self.host else self.host
+            return f"tunnel      {where}:{self.port} ({self.reason})"
         who = f"{self.provider}/{self.connection}" if self.provider else "-"
         where = self.host if self.port == 443 else f"{self.host}:{self.port}"
         text = f"{self.decision:<11} {who} {self.method} {where}{self.path}"
@@ -104,8 +107,9 @@ class Reporter:
         self._lock = threading.Lock()
         self._audit_failed = False
 
-    def info(self, text: str) -> None:
-        """A line shown only with ``--verbose``."""
+    def info(self, text: str, record: RequestRecord | None = None) -> None:
+        """A line shown only with ``--verbose``; ``record``: the request it is about (a gateway shows the line to the
+        run that sent it)."""
         if self.verbose:
             self._emit(text)
 

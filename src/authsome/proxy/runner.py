@@ -17,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from authsome import isolation
@@ -89,22 +89,26 @@ class RunConfig:
     gateway: GatewayRun | None = None
 
 
-@dataclass(frozen=True)
-class GatewayRun:
-    """The running gateway's agent for one run (see authsome.gateway.client): where the child's proxy is, as whom,
-    and the CA the gateway signs with. ``close`` ends the agent (the gateway refuses its token from then on)."""
-
-    host: str
-    port: int
-    user: str
-    token: str = field(repr=False)
-    ca_cert: Path
-    close: Callable[[], None]
+class GatewayRun(Protocol):
+    """The running gateway's agent for one run (:class:`authsome.gateway.client.RunLease`): the child's proxy URL
+    (the agent's name and token in it) and the CA the gateway signs with. ``begin`` gives the gateway the run's audit
+    context and has the run's lines (warnings; decision lines with ``--verbose``) shown by ``reporter``; ``close``
+    ends the agent, and returns once the gateway refuses its token."""
 
     @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{self.user}:{self.token}@{host}:{self.port}"
+    def url(self) -> str: ...
+
+    @property
+    def ca_cert(self) -> Path: ...
+
+    @property
+    def upstream(self) -> str | None:
+        """The proxy the gateway chains through (``scheme://host:port``), or None."""
+        ...
+
+    def begin(self, context: Mapping[str, object], reporter: Reporter) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -127,44 +131,74 @@ def run_command(config: RunConfig) -> int:
     :class:`~authsome.errors.AuthsomeError` (and never starts the child) for bad configuration or a proxy that
     cannot start.
     """
-    plan = _plan(config)
-    if isinstance(plan, int):
-        return plan
-    with _SignalRelay() as relay, _private_tempdir() as tmp:
-        try:
-            if config.gateway is not None:
-                return _run_through_gateway(config, config.gateway, plan, relay, tmp)
-            return _serve_and_run(config, plan, relay, tmp)
-        finally:
-            plan.reporter.close()
+    try:
+        plan = _plan(config)
+        if isinstance(plan, int):
+            return plan
+        with _SignalRelay() as relay, _private_tempdir() as tmp:
+            try:
+                if config.gateway is not None and _gateway_serves(config, config.gateway, plan):
+                    return _run_through_gateway(config, config.gateway, plan, relay, tmp)
+                return _serve_and_run(config, plan, relay, tmp)
+            finally:
+                plan.reporter.close()
+    finally:
+        if config.gateway is not None:
+            config.gateway.close()  # however the run ends: the gateway refuses the agent from now on
+
+
+def _gateway_serves(config: RunConfig, gateway: GatewayRun, plan: _Plan) -> bool:
+    """Whether the gateway serves this run as its own proxy would; if not, the run says why (``--verbose``), ends
+    the agent and starts its own proxy. It would not inside another run, with ``--upstream-ca`` (a CA the gateway
+    may not trust), with a chained proxy other than the gateway's (``--upstream``, the run's ``HTTPS_PROXY``), or
+    with another CA directory."""
+    why = None
+    chained = plan.upstream[0] if plan.upstream else None
+    if plan.parent.get(environment.RUN_MARKER):
+        why = "it runs inside another run, whose proxy it chains through"
+    elif config.upstream_ca is not None:
+        why = "--upstream-ca names a CA for this run only"
+    elif chained != gateway.upstream:
+        why = f"this run chains through {chained or 'no proxy'}, the gateway through {gateway.upstream or 'none'}"
+    elif config.confdir is not None and config.confdir.expanduser() != gateway.ca_cert.parent:
+        why = f"this run's CA is in {config.confdir}, the gateway's in {gateway.ca_cert.parent}"
+    if why is None:
+        return True
+    plan.reporter.info(f"not served by the gateway ({why}): starting this run's own proxy")
+    gateway.close()
+    return False
 
 
 def _run_through_gateway(config: RunConfig, gateway: GatewayRun, plan: _Plan, relay: _SignalRelay, tmp: Path) -> int:
-    """The child, served by the running gateway: the same environment and sandbox, no proxy started here."""
-    parent = plan.parent
+    """The child, served by the running gateway: the same environment, sandbox, lines and audit context; no proxy
+    started here."""
+    parent, reporter, routes = plan.parent, plan.reporter, plan.router.routes
+    gateway.begin(reporter.context, reporter)
+    where = gateway.url.rpartition("@")[2]  # never the agent's token
+    named = ", ".join(f"{r.provider.name}/{r.connection}" for r in routes) or "none"
+    reporter.info(
+        f"run {reporter.context['run_id']}: served by the gateway on {where}, CA {gateway.ca_cert}, routes: {named}"
+    )
+    sandbox = _start_sandbox(config, gateway.ca_cert.parent, tmp, parent)
     try:
-        sandbox = _start_sandbox(config, gateway.ca_cert.parent, tmp, parent)
+        trusted = run_trust.prepare(run_trust.cache_dir(parent), gateway.ca_cert.read_bytes(), parent, scratch=tmp)
         try:
-            trusted = run_trust.prepare(run_trust.cache_dir(parent), gateway.ca_cert.read_bytes(), parent, scratch=tmp)
-            try:
-                env = environment.child_env(
-                    parent,
-                    url=gateway.url,
-                    bundle=trusted.bundle,
-                    cert_dir=trusted.cert_dir,
-                    node_bundle=trusted.node_bundle,
-                    providers=[r.provider for r in plan.router.routes],
-                )
-                if relay.pending is not None:
-                    return 128 + relay.pending
-                return _run_child(plan.command, env, relay, config, sandbox)
-            finally:
-                trusted.close()
+            env = environment.child_env(
+                parent,
+                url=gateway.url,
+                bundle=trusted.bundle,
+                cert_dir=trusted.cert_dir,
+                node_bundle=trusted.node_bundle,
+                providers=[r.provider for r in routes],
+            )
+            if relay.pending is not None:
+                return 128 + relay.pending
+            return _run_child(plan.command, env, relay, config, sandbox)
         finally:
-            if sandbox is not None:
-                sandbox.cancel()
+            trusted.close()
     finally:
-        gateway.close()
+        if sandbox is not None:
+            sandbox.cancel()
 
 
 def _plan(config: RunConfig) -> _Plan | int:

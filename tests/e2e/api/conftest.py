@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 import trustme
@@ -119,3 +121,122 @@ def idp_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn
 def openai_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInAPI]:
     """A TLS stand-in for api.openai.com (test CA; mapped by AUTHSOME_TEST_RESOLVE)."""
     yield from _stand_in("api.openai.com", tmp_path, monkeypatch)
+
+
+# -- who serves `run`: its own proxy, or the profile's running gateway ------------------------------------------------
+
+OWN_PROXY, GATEWAY = "own-proxy", "gateway"
+
+
+@pytest.fixture(params=[OWN_PROXY, GATEWAY])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Who serves the test's runs: each run's own proxy, or the profile's running gateway."""
+    return str(request.param)
+
+
+class Runs:
+    """``run(auth, command, upstream_ca=…, confdir=…, **options)``: ``auth.run`` as the test asks for it.
+
+    With its own proxy, the run gets ``upstream_ca`` itself. In gateway mode the profile's gateway serves it: started
+    for the run in this process (``Authsome.serve_gateway`` on a thread, in this environment: its resolve stand-ins,
+    its chained proxy), given ``upstream_ca`` and the run's CA directory, and the run is called without
+    ``upstream_ca`` (with it, a run starts its own proxy). Either way the run must have been served as the mode says:
+    the audit records it added name a gateway agent of the run's own (``run.…``) in gateway mode and none otherwise,
+    and its own proxy started only without the gateway."""
+
+    def __init__(self, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        from authsome.proxy import runner
+
+        self.mode = mode
+        self.own_proxies = 0
+        serve_and_run = runner._serve_and_run
+
+        def counted(*args: Any, **kwargs: Any) -> int:
+            self.own_proxies += 1
+            return serve_and_run(*args, **kwargs)
+
+        monkeypatch.setattr(runner, "_serve_and_run", counted)
+        self._monkeypatch = monkeypatch
+
+    @property
+    def gateway(self) -> bool:
+        return self.mode == GATEWAY
+
+    def __call__(
+        self, auth: Authsome, command: Sequence[str], *, upstream_ca: Path, confdir: Path, **options: Any
+    ) -> int:
+        before, proxies = len(auth.log()), self.own_proxies
+        with self.serving(upstream_ca=upstream_ca, confdir=confdir):
+            own = {} if self.gateway else {"upstream_ca": upstream_ca}
+            code = auth.run(command, confdir=confdir, **own, **options)
+        self.check_served(auth, since=before)
+        assert self.own_proxies - proxies == (0 if self.gateway else 1), "the run was not served as the mode says"
+        return code
+
+    def check_served(self, auth: Authsome, since: int) -> list[str]:
+        """The agents named by the request records added after the first ``since`` (all ``run.…`` in gateway
+        mode, none with the run's own proxy); there must be some."""
+        records = [r for r in auth.log()[since:] if r.get("event") == "request"]
+        assert records, "the run left no request record"
+        agents = [str(r.get("agent")) for r in records]
+        if self.gateway:
+            assert all(a.startswith("run.") for a in agents), f"not every request was served by the gateway: {agents}"
+        else:
+            assert not any(r.get("agent") for r in records), f"a gateway served the run: {agents}"
+        return agents
+
+    @contextmanager
+    def serving(self, *, upstream_ca: Path, confdir: Path | None) -> Iterator[None]:
+        """In gateway mode, the profile's gateway on 127.0.0.1:<free port> while the block runs (nothing otherwise)."""
+        if not self.gateway:
+            yield
+            return
+        from authsome.gateway import service
+        from authsome.gateway.events import EventLog
+
+        listening, stop = threading.Event(), threading.Event()
+        lines: list[str] = []  # its log, shown when it does not start
+        failed: list[BaseException] = []
+        serve = service.serve
+
+        def write(line: str) -> None:
+            lines.append(line)
+            if json.loads(line).get("event") == "listening":
+                listening.set()
+
+        def serve_stoppable(config: service.GatewayConfig) -> int:
+            config.stop, config.log = stop, EventLog(json_lines=True, write=write)  # stopped by the test, not SIGTERM
+            return serve(config)
+
+        self._monkeypatch.setattr(service, "serve", serve_stoppable)
+        options = service.GatewayOptions(
+            listen=("127.0.0.1", 0), confdir=confdir, upstream_ca=upstream_ca, drain_timeout=5.0
+        )
+
+        def serving() -> None:
+            try:
+                Authsome(env=dict(os.environ)).serve_gateway(options)
+            except BaseException as exc:  # reported to the test below
+                failed.append(exc)
+            finally:
+                listening.set()
+
+        thread = threading.Thread(target=serving, name="test-gateway", daemon=True)
+        thread.start()
+        try:
+            assert listening.wait(60), f"the gateway did not start within 60 s: {lines}"
+            if failed:
+                raise failed[0]
+            yield
+        finally:
+            stop.set()
+            thread.join(30)
+            self._monkeypatch.setattr(service, "serve", serve)
+        assert not thread.is_alive(), "the gateway did not stop"
+        assert not failed, failed
+
+
+@pytest.fixture
+def run(mode: str, monkeypatch: pytest.MonkeyPatch) -> Runs:
+    """``run(auth, command, upstream_ca=…, confdir=…)`` in the test's mode (see :class:`Runs`)."""
+    return Runs(mode, monkeypatch)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -17,6 +17,9 @@ from tests.oauth_server.fixtures import PUBLIC_CLIENT, SHORT_CLIENT, OAuthServer
 from authsome import Authsome, CredentialMissing, RefreshFailed
 from authsome.models import Credential
 from authsome.secret import Secret
+
+if TYPE_CHECKING:
+    from tests.e2e.api.conftest import Runs
 
 pytestmark = pytest.mark.e2e
 
@@ -121,13 +124,18 @@ def test_remove_never_contacts_the_provider(
 
 
 def test_token_expiring_mid_run_is_refreshed_before_the_next_request(
-    idp: Authsome, browser_login: Callable[..., Any], oauth_server: OAuthServer, idp_api: Any, tmp_path: Any
+    idp: Authsome,
+    browser_login: Callable[..., Any],
+    oauth_server: OAuthServer,
+    idp_api: Any,
+    tmp_path: Any,
+    run: Runs,
 ) -> None:
     browser_login(idp, SHORT_CLIENT)  # access tokens live 4 s
     first = idp.store.load("testidp", "default").access_token
     assert first is not None
     script = "curl -sSf https://api.testidp.test/one && sleep 6 && curl -sSf https://api.testidp.test/two"
-    code = idp.run(["sh", "-c", script], upstream_ca=idp_api.ca_file, confdir=tmp_path / "mitm")
+    code = run(idp, ["sh", "-c", script], upstream_ca=idp_api.ca_file, confdir=tmp_path / "mitm")
     assert code == 0
     assert len(idp_api.seen) == 2
     one, two = idp_api.seen
@@ -181,7 +189,7 @@ def test_a_provider_without_a_revocation_url_is_revoked_at_the_discovered_endpoi
 
 
 def test_a_self_hosted_connection_is_injected_for_its_own_host_only(
-    oauth_server: OAuthServer, idp_api: Any, tmp_path: Any
+    oauth_server: OAuthServer, idp_api: Any, tmp_path: Any, run: Runs
 ) -> None:
     auth = _self_hosted(oauth_server, tmp_path, host_url="{base_url}")
     token = "self-hosted-access-token"
@@ -191,6 +199,8 @@ def test_a_self_hosted_connection_is_injected_for_its_own_host_only(
             "default",
             Credential(kind="oauth2", access_token=Secret(token), metadata={"base_url": "https://api.testidp.test"}),
         )
-    code = auth.run(["curl", "-sSf", "https://api.testidp.test/x"], upstream_ca=idp_api.ca_file, confdir=tmp_path / "m")
+    code = run(
+        auth, ["curl", "-sSf", "https://api.testidp.test/x"], upstream_ca=idp_api.ca_file, confdir=tmp_path / "m"
+    )
     assert code == 0
     assert idp_api.seen == [f"Bearer {token}"]

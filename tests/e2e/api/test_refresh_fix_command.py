@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from tests.oauth_server.fixtures import SHORT_CLIENT
@@ -20,11 +20,14 @@ from authsome import Authsome, RefreshFailed
 from authsome.models import ClientConfig, Credential
 from authsome.secret import Secret
 
+if TYPE_CHECKING:
+    from tests.e2e.api.conftest import Runs
+
 pytestmark = pytest.mark.e2e
 
 
 def test_a_refused_refresh_names_the_connection_to_log_in_to(
-    idp: Authsome, browser_login: Callable[..., Any], idp_api: Any, tmp_path: Path
+    idp: Authsome, browser_login: Callable[..., Any], idp_api: Any, tmp_path: Path, run: Runs
 ) -> None:
     browser_login(idp, SHORT_CLIENT, connection="work")  # access tokens live 4 s
     idp.store.save_client("testidp", ClientConfig(client_id="authsome-forgotten"))  # the server no longer knows it
@@ -34,7 +37,7 @@ def test_a_refused_refresh_names_the_connection_to_log_in_to(
 
     out = tmp_path / "out.json"
     command = ["sh", "-c", f"curl -sS https://api.testidp.test/v1/me > {out}"]
-    code = idp.run(command, connections={"testidp": "work"}, upstream_ca=idp_api.ca_file, confdir=tmp_path / "mitm")
+    code = run(idp, command, connections={"testidp": "work"}, upstream_ca=idp_api.ca_file, confdir=tmp_path / "mitm")
     assert code == 0
     error = json.loads(out.read_text())
     assert error["error"]["code"] == "credential_unavailable" and error["connection"] == "work"
@@ -49,12 +52,12 @@ def test_a_refused_refresh_names_the_connection_to_log_in_to(
     assert raised.value.hint == "run `authsome login testidp --connection work --force`"
 
 
-def test_an_unusable_stored_key_names_the_connection_to_log_in_to(openai_api: Any, tmp_path: Path) -> None:
+def test_an_unusable_stored_key_names_the_connection_to_log_in_to(openai_api: Any, tmp_path: Path, run: Runs) -> None:
     auth = Authsome()
     auth.store.save("openai", "work", Credential(kind="api_key", api_key=Secret("sk-broken\nkey-0123456789")))
     out = tmp_path / "out.json"
     command = ["sh", "-c", f"curl -sS https://api.openai.com/v1/models > {out}"]
-    code = auth.run(command, connections={"openai": "work"}, upstream_ca=openai_api.ca_file, confdir=tmp_path / "m")
+    code = run(auth, command, connections={"openai": "work"}, upstream_ca=openai_api.ca_file, confdir=tmp_path / "m")
     assert code == 0
     error = json.loads(out.read_text())
     assert "control characters" in error["reason"]

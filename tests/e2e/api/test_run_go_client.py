@@ -6,11 +6,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from authsome import Authsome
+
+if TYPE_CHECKING:
+    from tests.e2e.api.conftest import Runs
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +41,7 @@ func main() {
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (scripts/test installs golang-go)")
-def test_go_net_http_child(openai_api: Any, tmp_path: Path) -> None:
+def test_go_net_http_child(openai_api: Any, tmp_path: Path, run: Runs) -> None:
     key = "sk-go-0123456789abcdef"
     Authsome(env={"OPENAI_API_KEY": key}).login("openai")
     (tmp_path / "main.go").write_text(GO_PROGRAM)
@@ -58,7 +61,8 @@ def test_go_net_http_child(openai_api: Any, tmp_path: Path) -> None:
         timeout=180,
     )
     out = tmp_path / "out.txt"
-    code = Authsome().run(
+    code = run(
+        Authsome(),
         ["sh", "-c", f"{tmp_path / 'client'} https://api.openai.com/v1/models > {out}"],
         upstream_ca=openai_api.ca_file,
         confdir=tmp_path / "mitm",

@@ -12,10 +12,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from authsome import Authsome
+
+if TYPE_CHECKING:
+    from tests.e2e.api.conftest import Runs
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +62,7 @@ def tinyproxy(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 def test_chains_through_an_authenticated_tinyproxy(
-    tinyproxy: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tinyproxy: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Runs
 ) -> None:
     from tests.e2e.api.conftest import _stand_in
 
@@ -82,7 +86,8 @@ def test_chains_through_an_authenticated_tinyproxy(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     out = tmp_path / "out.txt"
-    code = Authsome().run(
+    code = run(
+        Authsome(),
         ["sh", "-c", f"curl -sS https://{HOST}:{api.port}/v1/things > {out}"],
         upstream_ca=api.ca_file,
         confdir=tmp_path / "mitm",

@@ -250,6 +250,14 @@ def test_agents_cannot_reach_the_gateway_hosts_own_services(start_gateway: Start
         res = subprocess.run(command, capture_output=True, text=True, env=env)  # as a container's client would
         assert "403 authsome: agents may not reach the gateway host's own loopback" in res.stderr, url
     assert run_client(curl(OPENAI_MODELS), env).out == "200"  # names of the world still work
+    refused = [r for r in audit(gateway, "alice", 5) if r["decision"] == "refused"]  # each refusal is in the trail
+    assert sorted((r["method"], r["host"], r["port"]) for r in refused) == [
+        ("CONNECT", "127.0.0.1", tls_server.port),
+        ("CONNECT", "localhost", 1),
+        ("GET", "127.0.0.1", gateway.port),
+        ("GET", "169.254.169.254", 80),
+    ]
+    assert all(r["reason"].startswith("destination_forbidden: ") for r in refused)
 
 
 HOSTILE = """

@@ -3,11 +3,18 @@
 The proxy's ``resolve`` option (``AUTHSOME_TEST_RESOLVE``) points those names at 127.0.0.1:<port>; only the socket
 address changes, so SNI, certificate verification and routing see ``api.openai.com`` and friends. The child trusts the
 test CA the way a user would (``SSL_CERT_FILE`` in its parent environment), never by disabling verification.
+
+Every test that takes ``run`` runs twice (:func:`mode`): once with the run's own proxy, once served by a running
+gateway (``authsome gateway serve`` in this process, with the test's credential source, the run's environment and the
+same CA directory), as `authsome run` is when the user's gateway is up. In gateway mode each run must really be served
+by the gateway, and its agent must be refused once the run has returned; a run the gateway cannot serve as its own
+proxy would (an ``upstream_ca`` of its own, another chained proxy) must start its own proxy instead.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -17,17 +24,26 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trustme
 
 from authsome.errors import CredentialMissing
+from authsome.gateway.client import RunLease, lease_for_run
+from authsome.gateway.events import EventLog
+from authsome.gateway.service import GatewayConfig, GatewayOptions, serve
+from authsome.gateway.state import GatewayFiles
+from authsome.policy import Policy
 from authsome.providers import Provider, parse_provider
+from authsome.proxy import runner
+from authsome.proxy.environment import RUN_MARKER, TEST_RESOLVE_VAR
+from authsome.proxy.report import Reporter
 from authsome.proxy.runner import Route, RunConfig, run_command
 
 BUNDLED = Path(__file__).resolve().parents[3] / "src" / "authsome" / "providers" / "bundled"
@@ -309,24 +325,177 @@ class Run:
     out: str
     err: str
     headers_for: HeadersFor
+    served_by: str = "own proxy"  # or "gateway", or "nobody" (the child never started)
+    agent: str | None = None  # the gateway's agent for the run (gateway mode)
 
     def json(self) -> Any:
         return json.loads(self.out)
 
 
 RunFn = Callable[..., Run]
+OWN_PROXY, GATEWAY = "own-proxy", "gateway"
+
+
+@pytest.fixture(params=[OWN_PROXY, GATEWAY])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Who serves the runs of the test: the run's own proxy, or the user's running gateway."""
+    return str(request.param)
+
+
+@dataclass
+class InProcessGateway:
+    """`authsome gateway serve` on a thread of this process (it gets the test's credential source)."""
+
+    files: GatewayFiles
+    address: tuple[str, int]
+    records: list[dict[str, object]]  # its audit records
+
+    def refuses(self, proxy_url: str) -> bool:
+        """Whether the gateway refuses the agent of ``proxy_url`` (a run's) now: 407 to a CONNECT as that agent."""
+        parts = urlsplit(proxy_url)
+        credentials = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+        with socket.create_connection(self.address, timeout=10) as sock:
+            sock.sendall(
+                b"CONNECT www.example.org:443 HTTP/1.1\r\nHost: www.example.org:443\r\n"
+                b"Proxy-Authorization: Basic " + credentials.encode() + b"\r\n\r\n"
+            )
+            return sock.recv(4096).startswith(b"HTTP/1.1 407 ")
+
+
+@contextlib.contextmanager
+def gateway_serving(
+    home: Path,
+    env: Mapping[str, str],
+    confdir: Path,
+    providers: Mapping[str, Provider],
+    headers_for: Callable[[str, str], Mapping[str, str]],
+    audit: Callable[[dict[str, object]], None] | None = None,
+) -> Iterator[InProcessGateway]:
+    """A gateway on 127.0.0.1:<free port> for the test's home, in ``env`` (its upstream trust, resolve and chained
+    proxy), signing with the CA in ``confdir``; its audit records are collected (and passed on to ``audit``)."""
+    records: list[dict[str, object]] = []
+    listening, stop = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def collect(record: dict[str, object]) -> None:
+        records.append(record)
+        if audit is not None:
+            audit(record)
+
+    def write(line: str) -> None:
+        if json.loads(line).get("event") == "listening":
+            listening.set()
+
+    def routes_for(names: Sequence[str], defaults: Mapping[str, str]) -> list[Route]:
+        return [Route(providers[p], defaults.get(p, "default")) for p in names or providers if p in providers]
+
+    config = GatewayConfig(
+        GatewayOptions(listen=("127.0.0.1", 0), confdir=confdir, drain_timeout=5.0),
+        lookup=lambda name: None,  # no stored agents: only the runs' own
+        routes_for=routes_for,
+        headers_for=headers_for,
+        audit=collect,
+        env=env,
+        files=GatewayFiles(home / "gateway"),
+        log=EventLog(json_lines=True, write=write),
+        stop=stop,
+    )
+
+    def serving() -> None:
+        try:
+            serve(config)
+        except BaseException as exc:  # reported to the test below
+            failed.append(exc)
+        finally:
+            listening.set()
+
+    thread = threading.Thread(target=serving, name="test-gateway", daemon=True)
+    thread.start()
+    try:
+        assert listening.wait(60), "the gateway did not start within 60 s"
+        if failed:
+            raise failed[0]
+        state = json.loads(config.files.state.read_text())
+        host, _, port = str(state["listen"]).rpartition(":")
+        yield InProcessGateway(config.files, (host, int(port)), records)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), "the gateway did not stop"
+
+
+@pytest.fixture
+def gateway(mode: str, tmp_path: Path) -> Iterator[InProcessGateway | None]:
+    """In gateway mode, the user's running gateway for runs the test starts itself (as processes), signing with the
+    CA in ``tmp_path / "confdir"``; None with the runs' own proxies."""
+    if mode == OWN_PROXY:
+        yield None
+        return
+    home = tmp_path / "gateway-home"
+    home.mkdir()
+    with gateway_serving(home, base_env(), tmp_path / "confdir", {}, lambda provider, connection: {}) as served:
+        yield served
+
+
+class _Observed:
+    """The run's lease, observed: whether the run began on the gateway (it then served the child)."""
+
+    def __init__(self, lease: RunLease) -> None:
+        self.lease, self.began = lease, False
+
+    @property
+    def url(self) -> str:
+        return self.lease.url
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.lease.ca_cert
+
+    @property
+    def upstream(self) -> str | None:
+        return self.lease.upstream
+
+    def begin(self, context: Mapping[str, object], reporter: Reporter) -> None:
+        self.began = True
+        self.lease.begin(context, reporter)
+
+    def close(self) -> None:
+        self.lease.close()
+
+
+def own_proxy_expected(parent: Mapping[str, str], gateway_env: Mapping[str, str], overrides: Mapping[str, Any]) -> bool:
+    """Whether `authsome run` must start its own proxy although the gateway is up (see runner._gateway_serves)."""
+    chained = {name: env.get("HTTPS_PROXY") for name, env in (("run", parent), ("gateway", gateway_env))}
+    return bool(
+        overrides.get("upstream_ca")
+        or overrides.get("upstream_proxy")
+        or parent.get(RUN_MARKER)
+        or chained["run"] != chained["gateway"]
+    )
 
 
 @pytest.fixture
 def run(
+    mode: str,
     tls_server: StandIn,
     plain_server: StandIn,
     test_ca_file: Path,
     confdir: Path,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> RunFn:
-    """``run(cmd, providers=..., env=..., **RunConfig fields)``: run_command with the stand-ins mapped in."""
+    """``run(cmd, providers=..., env=..., **RunConfig fields)``: run_command with the stand-ins mapped in; in gateway
+    mode through a gateway started for this run, in the run's environment (``resolve`` included) updated with
+    ``gateway_env`` (a gateway started elsewhere)."""
+    own_proxies: list[object] = []
+    serve_and_run = runner._serve_and_run
+
+    def spy(*args: Any, **kwargs: Any) -> int:
+        own_proxies.append(args)
+        return serve_and_run(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_serve_and_run", spy)
 
     def go(
         command: list[str],
@@ -337,6 +506,7 @@ def run(
         missing: frozenset[str] = frozenset(),
         delay: Mapping[str, float] | None = None,
         connections: Mapping[str, str] | None = None,
+        gateway_env: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> Run:
         providers = providers if providers is not None else (bundled("openai"), bundled("anthropic"), bundled("github"))
@@ -351,14 +521,42 @@ def run(
         headers_for = HeadersFor({p.name: p for p in providers}, missing, delay)
         out_path = tmp_path / f"out-{time.monotonic_ns()}.txt"
         routes = [Route(p, (connections or {}).get(p.name, "default")) for p in providers]
+        overrides.setdefault("confdir", confdir)
+        config = RunConfig(command=command, routes=routes, headers_for=headers_for, env=parent, **overrides)
+        own_proxies.clear()
+        if mode == OWN_PROXY:
+            return finish(config, out_path, headers_for)
+        served_env = {**parent, **(gateway_env or {})}  # the user's gateway runs in the user's environment
+        extra = ",".join(f"{k}={v}" for k, v in (config.resolve or {}).items())
+        served_env[TEST_RESOLVE_VAR] = ",".join(filter(None, [parent.get(TEST_RESOLVE_VAR), extra]))
+        home = tmp_path / f"gateway-home-{time.monotonic_ns()}"
+        home.mkdir()
+        by_name = {p.name: p for p in providers}
+        audit = config.audit if callable(config.audit) else None  # (the gateway's records go to the test's too)
+        with gateway_serving(home, served_env, config.confdir or confdir, by_name, headers_for, audit) as gw:
+            choices = {r.provider.name: [r.connection] for r in routes}
+            lease = lease_for_run(gw.files, [r.provider.name for r in routes], choices, config.policy or Policy())
+            assert lease is not None, "the running gateway gave the run no agent"
+            observed = _Observed(lease)
+            config.gateway = observed
+            result = finish(config, out_path, headers_for)
+            assert gw.refuses(lease.url), "the run's agent outlived the run"
+        result.served_by = "gateway" if observed.began else "own proxy" if own_proxies else "nobody"
+        result.agent = lease.user
+        if own_proxy_expected(parent, served_env, overrides):
+            assert result.served_by != "gateway", "the gateway served a run it cannot serve as the run's own proxy"
+        else:
+            assert result.served_by != "own proxy", "the run started its own proxy although the gateway was up"
+        assert {r.get("agent") for r in gw.records} <= {lease.user}, gw.records
+        return result
+
+    def finish(config: RunConfig, out_path: Path, headers_for: HeadersFor) -> Run:
         with out_path.open("wb") as out:
             capfd.readouterr()
-            overrides.setdefault("confdir", confdir)
-            code = run_command(
-                RunConfig(command=command, routes=routes, headers_for=headers_for, env=parent, stdout=out, **overrides)
-            )
+            config.stdout = out
+            code = run_command(config)
         err = capfd.readouterr().err
-        return Run(code, out_path.read_text(), err, headers_for)
+        return Run(code, out_path.read_text(), err, headers_for, "own proxy" if own_proxies else "nobody")
 
     return go
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .conftest import HOSTS, SECRETS, RunFn, StandIn
+from .conftest import GATEWAY, HOSTS, SECRETS, RunFn, StandIn
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +111,25 @@ def test_plain_http_goes_through_the_corporate_proxy_with_its_credentials(run: R
     assert corp_proxy.seen == [
         ("GET http://api.openai.com/v1/models", "Basic " + base64.b64encode(b"corp:s3cret").decode())
     ]
+
+
+def test_a_gateway_that_chains_elsewhere_never_serves_the_run(
+    run: RunFn, standin: StandIn, corp_proxy: CorpProxy, mode: str
+) -> None:
+    """The user's gateway was started without the corporate proxy: a run whose environment names it starts its own
+    proxy, which chains through it, rather than being served by a gateway that would bypass it."""
+    if mode != GATEWAY:
+        pytest.skip("about a running gateway started in another environment than the run")
+    env = {"HTTPS_PROXY": f"http://corp:s3cret@127.0.0.1:{corp_proxy.port}"}
+    result = run(
+        ["curl", "-sS", "--fail", "https://api.openai.com/v1/models"],
+        env=env,
+        gateway_env={"HTTPS_PROXY": ""},
+        verbose=True,
+    )
+    assert result.code == 0, result.err
+    assert result.served_by == "own proxy"
+    chained = f"http://127.0.0.1:{corp_proxy.port}"
+    assert f"not served by the gateway (this run chains through {chained}, the gateway through none)" in result.err
+    assert [line for line, _ in corp_proxy.seen] == ["CONNECT api.openai.com:443"]
+    assert standin.last().headers["authorization"] == f"Bearer {SECRETS['openai']}-default"

@@ -218,7 +218,8 @@ def test_child_environment(run: RunFn, test_ca_file: object) -> None:
     assert result.code == 0, result.err
     child = result.json()
     url = child["HTTPS_PROXY"]
-    assert url.startswith("http://authsome:") and "@127.0.0.1:" in url
+    user = "authsome" if result.served_by == "own proxy" else result.agent  # the gateway's agent for this run
+    assert url.startswith(f"http://{user}:") and "@127.0.0.1:" in url
     assert {child[k] for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")} == {url}
     assert child["NO_PROXY"] == child["no_proxy"] == "internal.corp,other.corp,localhost,127.0.0.1,::1"
     assert child["OPENAI_API_KEY"] == child["ANTHROPIC_API_KEY"] == child["GITHUB_TOKEN"] == PLACEHOLDER

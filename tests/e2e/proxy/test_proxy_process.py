@@ -13,15 +13,22 @@ import pytest
 
 from authsome.errors import AuthsomeError, UsageError
 
-from .conftest import SECRETS, RunFn, StandIn, base_env, bundled, py
+from .conftest import GATEWAY, SECRETS, InProcessGateway, RunFn, StandIn, base_env, bundled, py
 
 pytestmark = pytest.mark.e2e
 
 RUNNER = """
 import os, pathlib, sys
 from authsome.proxy.runner import RunConfig, run_command
+gateway = None
+if os.environ.get("TEST_GATEWAY"):  # the user's gateway is up: it serves the run, as it serves `authsome run`
+    from authsome.gateway.client import lease_for_run
+    from authsome.gateway.state import GatewayFiles
+    from authsome.policy import Policy
+    gateway = lease_for_run(GatewayFiles(pathlib.Path(os.environ["TEST_GATEWAY"])), [], {}, Policy())
+    assert gateway is not None, "the gateway gave the run no agent"
 config = RunConfig(command=sys.argv[2:], routes=[], headers_for=lambda p, c: {}, confdir=pathlib.Path(sys.argv[1]),
-                   isolate=os.environ["TEST_ISOLATE"] == "1")
+                   isolate=os.environ["TEST_ISOLATE"] == "1", gateway=gateway)
 sys.exit(run_command(config))
 """
 CHILD = """
@@ -32,7 +39,7 @@ def on_term(signum, frame):
     sys.exit(7)
 if sys.argv[3] == "catch":
     signal.signal(signal.SIGTERM, on_term)
-ready.write_text(f"{os.getpid()} {os.environ['SSL_CERT_FILE']}")
+ready.write_text(f"{os.getpid()} {os.environ['SSL_CERT_FILE']} {os.environ['HTTPS_PROXY']}")
 time.sleep(30)
 """
 
@@ -82,7 +89,11 @@ def test_bad_configuration_never_starts_the_child(run: RunFn, tmp_path: Path) ->
     assert not flag.exists()
 
 
-def test_proxy_start_failure_is_explained_and_cleaned_up(run: RunFn, tmp_path: Path, private_tmp: Path) -> None:
+def test_proxy_start_failure_is_explained_and_cleaned_up(
+    run: RunFn, tmp_path: Path, private_tmp: Path, mode: str
+) -> None:
+    if mode == GATEWAY:
+        pytest.skip("a CA directory the proxy cannot use stops the gateway itself from starting: no gateway to serve")
     not_a_dir = tmp_path / "confdir-file"
     not_a_dir.write_text("x")
     flag = tmp_path / "ran"
@@ -99,11 +110,13 @@ def isolate(request: pytest.FixtureRequest) -> bool:
 
 
 def start_runner(
-    tmp_path: Path, mode: str, *command: str, isolate: bool = True
+    tmp_path: Path, mode: str, *command: str, isolate: bool = True, gateway: InProcessGateway | None = None
 ) -> tuple[subprocess.Popen[bytes], Path, Path]:
     ready, marker = tmp_path / "ready", tmp_path / "marker"
     child = command or (sys.executable, "-c", CHILD, str(ready), str(marker), mode)
     env = {**base_env(), "TMPDIR": str(tmp_path), "TEST_ISOLATE": "1" if isolate else "0"}
+    if gateway is not None:
+        env["TEST_GATEWAY"] = str(gateway.files.root)
     proc = subprocess.Popen(
         [sys.executable, "-c", RUNNER, str(tmp_path / "confdir"), *child], env=env, start_new_session=True
     )
@@ -128,42 +141,61 @@ def processes_with(argument: Path) -> list[int]:
     return found
 
 
-def assert_cleaned(proc: subprocess.Popen[bytes], ready: Path) -> None:
+def assert_cleaned(proc: subprocess.Popen[bytes], ready: Path, gateway: InProcessGateway | None) -> None:
     assert not list(ready.parent.glob("authsome-run-*")), "the run's temporary directory was left behind"
     deadline = time.monotonic() + 5
     while processes_with(ready) and time.monotonic() < deadline:  # an orphan is reaped by init asynchronously
         time.sleep(0.02)
     assert processes_with(ready) == [], "the child outlived the run"
+    if gateway is not None:
+        assert gateway.refuses(proxy_url(ready)), "the run's gateway agent outlived the run"
 
 
-def test_sigterm_is_forwarded_and_the_childs_exit_code_returned(tmp_path: Path, isolate: bool) -> None:
-    proc, ready, marker = start_runner(tmp_path, "catch", isolate=isolate)
+def proxy_url(ready: Path) -> str:
+    """The proxy URL the child was given (it wrote it to its ``ready`` file)."""
+    return ready.read_text().split()[2]
+
+
+def test_sigterm_is_forwarded_and_the_childs_exit_code_returned(
+    tmp_path: Path, isolate: bool, gateway: InProcessGateway | None
+) -> None:
+    proc, ready, marker = start_runner(tmp_path, "catch", isolate=isolate, gateway=gateway)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 7
     assert marker.read_text() == "SIGTERM"
-    assert_cleaned(proc, ready)
+    assert_cleaned(proc, ready, gateway)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
-def test_signal_death_is_128_plus_n(tmp_path: Path, sig: signal.Signals, isolate: bool) -> None:
-    proc, ready, _ = start_runner(tmp_path, "default", isolate=isolate)
+def test_signal_death_is_128_plus_n(
+    tmp_path: Path, sig: signal.Signals, isolate: bool, gateway: InProcessGateway | None
+) -> None:
+    proc, ready, _ = start_runner(tmp_path, "default", isolate=isolate, gateway=gateway)
     proc.send_signal(sig)
     assert proc.wait(20) == 128 + sig
-    assert_cleaned(proc, ready)
+    assert_cleaned(proc, ready, gateway)
 
 
-def test_sigkill_of_the_run_takes_the_child_down_and_its_directory_is_swept(tmp_path: Path, isolate: bool) -> None:
-    proc, ready, _ = start_runner(tmp_path, "default", isolate=isolate)
+def test_sigkill_of_the_run_takes_the_child_down_and_its_directory_is_swept(
+    tmp_path: Path, isolate: bool, gateway: InProcessGateway | None
+) -> None:
+    proc, ready, _ = start_runner(tmp_path, "default", isolate=isolate, gateway=gateway)
+    if gateway is not None:
+        assert not gateway.refuses(proxy_url(ready))  # the run's agent, while the run lives
     proc.kill()
     proc.wait(20)
     deadline = time.monotonic() + 5
     while processes_with(ready) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert processes_with(ready) == [], "the child outlived a SIGKILLed run"
+    if gateway is not None:  # the kernel closed the run's control connection: the gateway ends its agent
+        while not gateway.refuses(proxy_url(ready)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gateway.refuses(proxy_url(ready)), "the agent of a SIGKILLed run outlived it"
     [run_dir] = tmp_path.glob("authsome-run-*")  # TMPDIR of the run
     assert run_dir.exists()  # nobody could clean up after SIGKILL ...
     ready.unlink()
-    again, _, _ = start_runner(tmp_path, "default", isolate=isolate)
+    again, _, _ = start_runner(tmp_path, "default", isolate=isolate, gateway=gateway)
     assert not run_dir.exists()  # ... so the next run sweeps it
     again.send_signal(signal.SIGTERM)
     again.wait(20)

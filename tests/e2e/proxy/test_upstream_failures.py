@@ -168,7 +168,8 @@ def causes(
 
 def go(run: RunFn, cause: Cause, host: str, command: list[str]) -> tuple[Any, list[dict[str, object]]]:
     records: list[dict[str, object]] = []
-    extra: dict[str, Any] = {"upstream_proxy": cause.upstream_proxy}
+    # the chained proxy as the user's environment names it: a gateway started there chains through it too
+    extra: dict[str, Any] = {"env": {"HTTPS_PROXY": cause.upstream_proxy} if cause.upstream_proxy else {}}
     if cause.resolve:
         extra["resolve"] = {f"{host}:443": cause.resolve}
     result = run(command, verbose=True, audit=records.append, trust_test_ca=cause.trust_test_ca, **extra)

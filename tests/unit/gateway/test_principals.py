@@ -173,3 +173,13 @@ def test_agents_never_reach_the_gateway_hosts_own_addresses() -> None:
     for host in ("api.openai.com", "10.0.0.5", "192.168.1.1", "2001:db8::1", "localhost.example"):
         assert who.may_reach(host), host
     assert Principal(None, who.router).may_reach("127.0.0.1")  # a run's child is on that host anyway
+
+
+def test_a_run_agent_has_a_runs_rights_and_a_stored_agent_only_its_own() -> None:
+    from authsome.gateway.principals import principal_for
+
+    rights = Rights(providers=("openai",), connections={"openai": ("default",)})
+    stored = principal_for(agent("alice", rights=rights), [Route(OPENAI)])
+    run = principal_for(agent("run.0123456789ab", rights=rights), [Route(OPENAI)])
+    assert not stored.may_use("openai", "work") and not stored.host_local
+    assert run.may_use("openai", "work") and run.host_local  # any stored connection, this host: as its own proxy
