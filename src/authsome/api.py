@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -772,8 +773,9 @@ class Authsome:
         env = agent_env.agent_env(name, where, token, Path(ca_path) if ca_path else bundle, providers)
         return agent_env.render(env, fmt, ca_pem=ca_pem, name=name, address=where)
 
-    def serve_gateway(self, options: GatewayOptions) -> int:
-        """Run the gateway in this process until SIGTERM/SIGINT (see authsome.gateway.service); exit code 0."""
+    def serve_gateway(self, options: GatewayOptions, stop: threading.Event | None = None) -> int:
+        """Run the gateway in this process until SIGTERM/SIGINT, or until ``stop`` is set (a gateway served on a
+        thread of a larger program); see authsome.gateway.service. Exit code 0."""
         self.refuse_inside_run("serve the gateway")
         from authsome import isolation
 
@@ -794,6 +796,8 @@ class Authsome:
             watch=self._watch_store if self.store_url else None,
             flush_audit=self.audit.flush,
         )
+        if stop is not None:
+            config.stop = stop
         try:
             return serve(config)
         finally:

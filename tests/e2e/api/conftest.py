@@ -7,6 +7,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -156,7 +157,6 @@ class Runs:
             return serve_and_run(*args, **kwargs)
 
         monkeypatch.setattr(runner, "_serve_and_run", counted)
-        self._monkeypatch = monkeypatch
 
     @property
     def gateway(self) -> bool:
@@ -191,47 +191,34 @@ class Runs:
         if not self.gateway:
             yield
             return
-        from authsome.gateway import service
-        from authsome.gateway.events import EventLog
+        from authsome.gateway import service, state
 
-        listening, stop = threading.Event(), threading.Event()
-        lines: list[str] = []  # its log, shown when it does not start
+        stop = threading.Event()
         failed: list[BaseException] = []
-        serve = service.serve
-
-        def write(line: str) -> None:
-            lines.append(line)
-            if json.loads(line).get("event") == "listening":
-                listening.set()
-
-        def serve_stoppable(config: service.GatewayConfig) -> int:
-            config.stop, config.log = stop, EventLog(json_lines=True, write=write)  # stopped by the test, not SIGTERM
-            return serve(config)
-
-        self._monkeypatch.setattr(service, "serve", serve_stoppable)
+        auth = Authsome(env=dict(os.environ))
         options = service.GatewayOptions(
             listen=("127.0.0.1", 0), confdir=confdir, upstream_ca=upstream_ca, drain_timeout=5.0
         )
 
         def serving() -> None:
             try:
-                Authsome(env=dict(os.environ)).serve_gateway(options)
+                auth.serve_gateway(options, stop)
             except BaseException as exc:  # reported to the test below
                 failed.append(exc)
-            finally:
-                listening.set()
 
         thread = threading.Thread(target=serving, name="test-gateway", daemon=True)
         thread.start()
         try:
-            assert listening.wait(60), f"the gateway did not start within 60 s: {lines}"
+            deadline = time.monotonic() + 60
+            while state.read_state(auth.gateway_files) is None and not failed:  # published once it listens
+                assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start within 60 s"
+                time.sleep(0.02)
             if failed:
                 raise failed[0]
             yield
         finally:
             stop.set()
             thread.join(30)
-            self._monkeypatch.setattr(service, "serve", serve)
         assert not thread.is_alive(), "the gateway did not stop"
         assert not failed, failed
 
