@@ -7,7 +7,6 @@ import os
 import ssl
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -191,36 +190,16 @@ class Runs:
         if not self.gateway:
             yield
             return
-        from authsome.gateway import service, state
+        from tests.gateway_thread import gateway_thread
 
-        stop = threading.Event()
-        failed: list[BaseException] = []
+        from authsome.gateway import service
+
         auth = Authsome(env=dict(os.environ))
         options = service.GatewayOptions(
             listen=("127.0.0.1", 0), confdir=confdir, upstream_ca=upstream_ca, drain_timeout=5.0
         )
-
-        def serving() -> None:
-            try:
-                auth.serve_gateway(options, stop)
-            except BaseException as exc:  # reported to the test below
-                failed.append(exc)
-
-        thread = threading.Thread(target=serving, name="test-gateway", daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 60
-            while state.read_state(auth.gateway_files) is None and not failed:  # published once it listens
-                assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start within 60 s"
-                time.sleep(0.02)
-            if failed:
-                raise failed[0]
+        with gateway_thread(lambda stop: auth.serve_gateway(options, stop), auth.gateway_files):
             yield
-        finally:
-            stop.set()
-            thread.join(30)
-        assert not thread.is_alive(), "the gateway did not stop"
-        assert not failed, failed
 
 
 @pytest.fixture

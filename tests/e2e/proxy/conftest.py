@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import trustme
+from tests.gateway_thread import gateway_thread
 
 from authsome.errors import CredentialMissing
 from authsome.gateway.client import RunLease, lease_for_run
@@ -374,54 +375,33 @@ def gateway_serving(
     """A gateway on 127.0.0.1:<free port> for the test's home, in ``env`` (its upstream trust, resolve and chained
     proxy), signing with the CA in ``confdir``; its audit records are collected (and passed on to ``audit``)."""
     records: list[dict[str, object]] = []
-    listening, stop = threading.Event(), threading.Event()
-    failed: list[BaseException] = []
 
     def collect(record: dict[str, object]) -> None:
         records.append(record)
         if audit is not None:
             audit(record)
 
-    def write(line: str) -> None:
-        if json.loads(line).get("event") == "listening":
-            listening.set()
-
     def routes_for(names: Sequence[str], defaults: Mapping[str, str]) -> list[Route]:
         return [Route(providers[p], defaults.get(p, "default")) for p in names or providers if p in providers]
 
-    config = GatewayConfig(
-        GatewayOptions(listen=("127.0.0.1", 0), confdir=confdir, drain_timeout=5.0),
-        lookup=lambda name: None,  # no stored agents: only the runs' own
-        routes_for=routes_for,
-        headers_for=headers_for,
-        audit=collect,
-        env=env,
-        files=GatewayFiles(home / "gateway"),
-        log=EventLog(json_lines=True, write=write),
-        stop=stop,
-    )
+    def serving(stop: threading.Event) -> int:
+        config = GatewayConfig(
+            GatewayOptions(listen=("127.0.0.1", 0), confdir=confdir, drain_timeout=5.0),
+            lookup=lambda name: None,  # no stored agents: only the runs' own
+            routes_for=routes_for,
+            headers_for=headers_for,
+            audit=collect,
+            env=env,
+            files=files,
+            log=EventLog(json_lines=True, write=lambda line: None),
+            stop=stop,
+        )
+        return serve(config)
 
-    def serving() -> None:
-        try:
-            serve(config)
-        except BaseException as exc:  # reported to the test below
-            failed.append(exc)
-        finally:
-            listening.set()
-
-    thread = threading.Thread(target=serving, name="test-gateway", daemon=True)
-    thread.start()
-    try:
-        assert listening.wait(60), "the gateway did not start within 60 s"
-        if failed:
-            raise failed[0]
-        state = json.loads(config.files.state.read_text())
-        host, _, port = str(state["listen"]).rpartition(":")
-        yield InProcessGateway(config.files, (host, int(port)), records)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive(), "the gateway did not stop"
+    files = GatewayFiles(home / "gateway")
+    with gateway_thread(serving, files) as published:
+        host, _, port = str(published["listen"]).rpartition(":")
+        yield InProcessGateway(files, (host, int(port)), records)
 
 
 @pytest.fixture
