@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 ERROR_HEADER = "X-Authsome-Error"
@@ -65,10 +65,21 @@ class RequestRecord:
         return f"{text} ({self.reason})" if self.reason and self.decision != "injected" else text
 
     def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        del data["answered"]
-        if self.agent is None:
-            del data["agent"]  # a run's records stay as they were
+        """The audit record's fields (a plain dict; ``dataclasses.asdict`` costs several times more per request)."""
+        data: dict[str, object] = {
+            "decision": self.decision,
+            "method": self.method,
+            "host": self.host,
+            "port": self.port,
+            "path": self.path,
+            "provider": self.provider,
+            "connection": self.connection,
+            "reason": self.reason,
+            "status": self.status,
+            "duration_ms": self.duration_ms,
+        }
+        if self.agent is not None:  # a run's records stay as they were
+            data["agent"] = self.agent
         return data
 
 

@@ -32,6 +32,14 @@ def test_a_runs_records_carry_no_agent_field() -> None:
     assert "agent" not in record.to_dict()
 
 
+def test_an_agents_record_carries_every_field_of_the_request() -> None:
+    from dataclasses import fields
+
+    record = RequestRecord("injected", "GET", "api.openai.com", 443, "/v1", "openai", "work", "r", 200, 1.5, "alice")
+    assert set(record.to_dict()) == {f.name for f in fields(record)} - {"answered"}  # none forgotten
+    assert record.to_dict()["agent"] == "alice" and record.to_dict()["connection"] == "work"
+
+
 def test_denials_are_logged_and_a_lockout_once_a_minute() -> None:
     lines: list[str] = []
     log = EventLog(json_lines=True, write=lines.append)
