@@ -12,6 +12,7 @@ no agent and a wrong token get the same answer in the same time, so names cannot
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ RIGHTS_TTL = 10.0
 MAX_CACHED = 4096
 NO_CREDENTIALS = "proxy credentials required: use http://AGENT:TOKEN@HOST:PORT as the proxy URL"
 WRONG = "unknown agent or wrong token"
+RUN_ELSEWHERE = "a run's agent is served to processes on the gateway's own host only"
 
 
 def principal_for(agent: Agent, routes: Sequence[Route]) -> Principal:
@@ -82,6 +84,13 @@ class AgentAuthenticator:
         self._forgotten = 0  # how many forget() calls so far: an answer checked across one is not cached
 
     def authenticate(self, header: str, peer: str | None) -> Verdict:
+        verdict = self._authenticate(header, peer)
+        if isinstance(verdict, Principal) and verdict.name and verdict.name.startswith(RUN_PREFIX) and not _local(peer):
+            # a run's child is on this host: its token, leaked to another machine, opens nothing there
+            return self._deny(peer, verdict.name, Denied(407, RUN_ELSEWHERE))
+        return verdict
+
+    def _authenticate(self, header: str, peer: str | None) -> Verdict:
         now = self.clock()
         key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
         with self._lock:
@@ -155,3 +164,15 @@ class AgentAuthenticator:
         if self.on_denied is not None:
             self.on_denied(peer, agent, denied)
         return denied
+
+
+def _local(peer: str | None) -> bool:
+    """Whether ``peer`` (a client's address) is this host's loopback (an IPv4-mapped one too)."""
+    if peer is None:
+        return False
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)

@@ -183,3 +183,20 @@ def test_a_run_agent_has_a_runs_rights_and_a_stored_agent_only_its_own() -> None
     run = principal_for(agent("run.0123456789ab", rights=rights), [Route(OPENAI)])
     assert not stored.may_use("openai", "work") and not stored.host_local
     assert run.may_use("openai", "work") and run.host_local  # any stored connection, this host: as its own proxy
+
+
+def test_a_run_agents_token_opens_nothing_from_another_host() -> None:
+    from authsome.gateway.principals import RUN_ELSEWHERE
+
+    run = agent("run.0123456789ab")
+    auth, _, _, _, denied = make(run)
+    header = basic(run.name, TOKEN)
+    for here in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        assert isinstance(auth.authenticate(header, here), Principal), here
+    # the answer cached for this host is not given to another: a leaked run token is useless elsewhere
+    for elsewhere in ("10.0.0.2", "172.17.0.2", None):
+        assert auth.authenticate(header, elsewhere) == Denied(407, RUN_ELSEWHERE), elsewhere
+    assert denied[-1] == (run.name, Denied(407, RUN_ELSEWHERE))
+    alice = agent("alice")  # a stored agent is served wherever it is
+    auth, _, _, _, _ = make(alice)
+    assert isinstance(auth.authenticate(basic("alice", TOKEN), "10.0.0.2"), Principal)
