@@ -544,9 +544,3 @@ def run(
 def py(script: str) -> list[str]:
     """A Python child (the test interpreter, so requests/httpx/openai/websockets are importable)."""
     return [sys.executable, "-c", script]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
