@@ -1,21 +1,14 @@
-"""The Authsome facade: the one place that wires the store, the providers, the login flows and the proxy.
-
-Everything the CLI does goes through here, so the library offers the same operations::
-
-    from authsome import Authsome
-    auth = Authsome()                      # $AUTHSOME_HOME or ~/.authsome, profile "default"
-    auth.headers_for("openai")            # {"Authorization": "Bearer sk-…"} (refreshed first if needed)
-"""
+"""The core of the :class:`~authsome.api.Authsome` facade: the home, the store, the providers, reading and writing
+credentials, the audit trail. Running commands (:mod:`authsome.api.running`) and the gateway's agents
+(:mod:`authsome.api.agents`) build on it."""
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,13 +23,11 @@ from authsome.store.vault import Vault
 
 if TYPE_CHECKING:
     from authsome.flows.ui import FlowUI
-    from authsome.gateway.service import GatewayOptions
     from authsome.gateway.state import GatewayFiles
     from authsome.providers.registry import Registry
     from authsome.providers.schema import Provider
     from authsome.proxy.report import Audit
     from authsome.proxy.routing import Route
-    from authsome.store.agents import Agent, AgentStore
     from authsome.store.audit import AuditLog, VerifyResult
     from authsome.store.keysource import KeySource
     from authsome.store.legacy import ImportReport
@@ -87,8 +78,8 @@ class LoginOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Authsome:
-    """Credentials of one profile in one authsome home."""
+class Core:
+    """Credentials of one profile in one authsome home (see :class:`~authsome.api.Authsome`)."""
 
     def __init__(
         self,
@@ -550,7 +541,7 @@ class Authsome:
             "version": _version(),
         }
 
-    # -- run -----------------------------------------------------------------------------------------------------
+    # -- wiring shared by runs and the gateway ------------------------------------------------------------------
     def _audit_request(self, record: dict[str, object]) -> None:
         """Called by the proxy (on its audit thread) once per request to a provider host: queued, written in batches."""
         self.audit.submit("request", **record)
@@ -563,90 +554,6 @@ class Authsome:
         from authsome.proxy.report import DurableAudit
 
         return DurableAudit(lambda event, record: self.audit.commit(event, **record))
-
-    @contextlib.contextmanager
-    def _watch_store(self, changed: Callable[[str, str], None]) -> Iterator[None]:
-        """While a gateway serves a shared store: a custom provider registered or removed on another replica is
-        copied here and the registry read again; every change then goes on to ``changed`` (see store.backend.watch)."""
-        from authsome.providers.registry import Registry
-        from authsome.store.backend import providers_dir, watch
-
-        def on_change(what: str, name: str) -> None:
-            if what in ("provider", "all"):
-                self.__dict__["registry"] = Registry(providers_dir(self.home, self.store_url))
-            changed(what, name)
-
-        with watch(self.store_url, self.profile, on_change):
-            yield
-
-    def run(
-        self,
-        command: Sequence[str],
-        *,
-        providers: Sequence[str] = (),
-        connections: Mapping[str, str] | None = None,
-        verbose: bool = False,
-        upstream_ca: Path | None = None,
-        allow_nested: bool = False,
-        confdir: Path | None = None,
-        allow: Sequence[str] = (),
-        policy_file: Path | None = None,
-        upstream_proxy: str | None = None,
-        isolate: bool = True,
-        use_gateway: bool = True,
-    ) -> int:
-        """Run ``command`` behind the credential-injecting proxy and return its exit code.
-
-        ``providers`` limits injection (default: every connected provider); ``connections`` maps a provider to a
-        non-default connection; ``allow``/``policy_file`` restrict what the child may call (see authsome.policy).
-        ``isolate`` (default) hides this home, the CA key and every process outside the child's sandbox from it.
-        With ``use_gateway`` (default), a gateway running for this profile serves the child (an agent with the run's
-        rights, ended with the run) unless the run asks for what only its own proxy does (an upstream CA, a chained
-        proxy the gateway does not use, another CA directory); otherwise the run starts its own proxy.
-        """
-        from authsome import isolation
-
-        isolation.harden_process()  # before any secret is decrypted in this process
-        from authsome.policy import build_policy
-        from authsome.proxy.runner import RunConfig, run_command
-
-        connections = dict(connections or {})
-        for name in [*providers, *connections]:
-            self.provider(name)
-        policy = build_policy(allow, policy_file)
-        routes = self._routes(providers, connections)
-        gateway = None
-        if use_gateway and not self.env.get("AUTHSOME_RUN"):  # the runner decides the other fallbacks itself
-            from authsome.gateway.client import lease_for_run
-
-            stored: dict[str, list[str]] = {}
-            for info in self.store.connections():
-                stored.setdefault(info.provider, []).append(info.name)
-            choices = {  # the run's connection first, then the others a request may pick
-                r.provider.name: [r.connection, *(n for n in stored.get(r.provider.name, []) if n != r.connection)]
-                for r in routes
-            }
-            gateway = lease_for_run(self.gateway_files, [r.provider.name for r in routes], choices, policy)
-        config = RunConfig(
-            command=list(command),
-            routes=routes,
-            headers_for=self._headers_for,
-            verbose=verbose,
-            upstream_ca=upstream_ca,
-            allow_nested=allow_nested,
-            confdir=confdir,
-            policy=policy,
-            audit=self._audit_sink(),
-            upstream_proxy=upstream_proxy,
-            env=self.env,
-            isolate=isolate,
-            hide=[self.home.root],
-            gateway=gateway,
-        )
-        try:
-            return int(run_command(config))
-        finally:
-            self.audit.flush()  # every request's record is on disk before `run` returns
 
     def _routes(
         self, providers: Sequence[str], connections: Mapping[str, str], *, missing_ok: bool = False
@@ -672,136 +579,11 @@ class Authsome:
                 routes[name] = Route(self.provider(name), connections.get(name, DEFAULT_CONNECTION))
         return [routes[name] for name in sorted(routes)]
 
-    # -- agents and the gateway ----------------------------------------------------------------------------------
-    @cached_property
-    def agents(self) -> AgentStore:
-        """The agents of this profile's gateway (names, token hashes, rights)."""
-        from authsome.store.agents import AgentStore
-
-        return AgentStore(self.store.vault)
-
     @property
     def gateway_files(self) -> GatewayFiles:
         from authsome.gateway.state import GatewayFiles
 
         return GatewayFiles.of(self.home.profile_dir(self.profile))
-
-    def create_agent(
-        self,
-        name: str,
-        *,
-        providers: Sequence[str] = (),
-        connections: Sequence[tuple[str, str]] = (),
-        allow: Sequence[str] = (),
-        policy_file: Path | None = None,
-        expires_in: float | None = None,
-        replace: bool = False,
-    ) -> tuple[Agent, Secret]:
-        """A new gateway agent and its token, shown this once (the store keeps only its SHA-256).
-
-        ``providers`` (none: every connected one) and ``connections`` (``(provider, name)`` pairs; the first of a
-        provider is the one its requests get, the others may be picked with ``X-Authsome-Connection``) are what it
-        may use; ``allow``/``policy_file`` restrict its requests as ``run --allow/--policy`` do.
-        """
-        self.refuse_inside_run("create an agent")
-        from authsome.policy import build_policy
-        from authsome.store.agents import Rights
-
-        named: dict[str, builtins.list[str]] = {}
-        for provider, connection in connections:
-            named.setdefault(provider, []).append(check_name("connection", connection))
-        for provider in [*providers, *named]:
-            self.provider(provider)
-        policy = build_policy(allow, policy_file)
-        rights = Rights(
-            providers=tuple(dict.fromkeys(providers)),
-            connections={p: tuple(dict.fromkeys(n)) for p, n in named.items()},
-            allow=tuple(str(rule) for rule in policy.rules),
-            policy_source=policy.source if policy.rules else None,
-        )
-        agent, token = self.agents.create(name, rights, expires_in=expires_in, replace=replace)
-        self.audit.append("agent", action="create", agent=name, expires_at=agent.expires_at, **rights.to_dict())
-        return agent, token
-
-    def rotate_agent(self, name: str) -> tuple[Agent, Secret]:
-        """A new token for an agent (shown this once); the old one stops working within a second."""
-        self.refuse_inside_run("rotate an agent's token")
-        agent, token = self.agents.rotate(name)
-        self.audit.append("agent", action="rotate", agent=name)
-        return agent, token
-
-    def revoke_agent(self, name: str) -> Agent:
-        """Revoke an agent: a running gateway refuses it from its next request (within a second)."""
-        agent = self.agents.revoke(name)
-        self.audit.append("agent", action="revoke", agent=name)
-        return agent
-
-    def agent_env(
-        self,
-        name: str,
-        *,
-        fmt: ExportFormat = "env",
-        token: str | None = None,
-        address: str | None = None,
-        confdir: Path | None = None,
-        ca_path: str | None = None,
-    ) -> str:
-        """What agent ``name`` needs in its environment to use the gateway (see authsome.gateway.agent_env).
-
-        ``token``, when given, must be the agent's (it is checked against the stored hash); ``address`` defaults to
-        the running gateway's, else the default listen address; ``ca_path`` is where the agent finds the CA bundle
-        (default: the bundle's path here).
-        """
-        from authsome.errors import AuthenticationFailed
-        from authsome.gateway import address as gateway_address
-        from authsome.gateway import agent_env, state
-        from authsome.proxy import ca
-
-        agent = self.agents.require(name)
-        if token is not None and not agent.verify(token):
-            raise AuthenticationFailed(
-                f"that is not agent {name}'s token", "pass the token `agent create` or `agent rotate` printed last"
-            )
-        files = self.gateway_files.ensure()
-        running = state.read_state(files) or {}
-        where = address or running.get("listen") or gateway_address.show(gateway_address.parse_listen(""))
-        ca_pem = Path(running["ca_cert"]).read_bytes() if running.get("ca_cert") else ca.ensure_ca(confdir)
-        bundle = state.write_bundle(files.bundle, ca_pem, self.env)
-        defaults = {p: names[0] for p, names in agent.rights.connections.items() if names}
-        routes = self._routes(agent.rights.providers, defaults, missing_ok=True)
-        providers = [r.provider for r in routes]
-        env = agent_env.agent_env(name, where, token, Path(ca_path) if ca_path else bundle, providers)
-        return agent_env.render(env, fmt, ca_pem=ca_pem, name=name, address=where)
-
-    def serve_gateway(self, options: GatewayOptions, stop: threading.Event | None = None) -> int:
-        """Run the gateway in this process until SIGTERM/SIGINT, or until ``stop`` is set (a gateway served on a
-        thread of a larger program); see authsome.gateway.service. Exit code 0."""
-        self.refuse_inside_run("serve the gateway")
-        from authsome import isolation
-
-        isolation.harden_process()  # before any secret is decrypted in this process
-        from authsome.gateway.service import GatewayConfig, serve
-
-        self.store.vault.master_key()  # a missing key or passphrase stops it here, not at an agent's first request
-        agents = self.agents
-        config = GatewayConfig(
-            options,
-            lookup=agents.get,
-            routes_for=lambda providers, connections: self._routes(providers, connections, missing_ok=True),
-            headers_for=self._headers_for,
-            audit=self._audit_sink(),
-            env=self.env,
-            files=self.gateway_files.ensure(),
-            profile=self.profile,
-            watch=self._watch_store if self.store_url else None,
-            flush_audit=self.audit.flush,
-        )
-        if stop is not None:
-            config.stop = stop
-        try:
-            return serve(config)
-        finally:
-            self.audit.flush()
 
 
 def _needs_refresh(cred: Credential) -> bool:
