@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import trustme
-from proxy_bench import SERVER
+from proxy_bench import SERVER, write_test_ca
 
 AUTHSOME = str(Path(sys.executable).with_name("authsome"))
 HOST = "api.openai.com"
@@ -58,11 +57,7 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ca = trustme.CA()
-        leaf = ca.issue_cert(HOST)
-        leaf.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
-        leaf.private_key_pem.write_to_path(str(work / "key.pem"))
-        ca.cert_pem.write_to_path(str(work / "ca.pem"))
+        write_test_ca(work, HOST)
         server = subprocess.Popen(
             [sys.executable, "-c", SERVER, str(work / "cert.pem"), str(work / "key.pem")],
             stdout=subprocess.PIPE,

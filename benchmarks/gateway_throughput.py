@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import trustme
+from proxy_bench import write_test_ca
 
 PY = sys.executable
 BIN = Path(PY).parent
@@ -214,11 +214,7 @@ def main() -> None:
     started: list[subprocess.Popen[str]] = []
     gateways: list[dict[str, str]] = []
     try:
-        ca = trustme.CA()
-        leaf = ca.issue_cert(HOST)
-        leaf.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
-        leaf.private_key_pem.write_to_path(str(work / "key.pem"))
-        ca.cert_pem.write_to_path(str(work / "ca.pem"))
+        write_test_ca(work, HOST)
         upstream = subprocess.Popen(
             [PY, "-c", UPSTREAM, str(work / "cert.pem"), str(work / "key.pem"), KEY], stdout=subprocess.PIPE, text=True
         )

@@ -175,6 +175,16 @@ auth.login_with_result(provider="openai", connection_name="default", input_provi
 """
 
 
+def write_test_ca(work: Path, *hosts: str) -> trustme.CA:
+    """A test CA and a leaf for ``hosts`` as ``work``/ca.pem, cert.pem and key.pem (the stand-ins' TLS)."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert(*hosts)
+    leaf.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(work / "key.pem"))
+    ca.cert_pem.write_to_path(str(work / "ca.pem"))
+    return ca
+
+
 def spread(values: list[float]) -> str:
     """Median of the per-round values, with their range."""
     if not values:
@@ -229,11 +239,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="authsome-bench-"))
     server = None
     try:
-        ca = trustme.CA()
-        leaf = ca.issue_cert(HOST, OTHER)
-        leaf.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
-        leaf.private_key_pem.write_to_path(str(work / "key.pem"))
-        ca.cert_pem.write_to_path(str(work / "ca.pem"))
+        ca = write_test_ca(work, HOST, OTHER)
         with_ca = work / "certifi-and-test-ca.pem"  # what a direct client trusts: certifi's roots + the test CA
         with_ca.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca.cert_pem.bytes())
         server = subprocess.Popen(

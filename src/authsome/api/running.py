@@ -51,13 +51,8 @@ class RunAPI(Core):
         if use_gateway and not self.env.get("AUTHSOME_RUN"):  # the runner decides the other fallbacks itself
             from authsome.gateway.client import lease_for_run
 
-            stored: dict[str, list[str]] = {}
-            for info in self.store.connections():
-                stored.setdefault(info.provider, []).append(info.name)
-            choices = {  # the run's connection first, then the others a request may pick
-                r.provider.name: [r.connection, *(n for n in stored.get(r.provider.name, []) if n != r.connection)]
-                for r in routes
-            }
+            # each provider's connection for the run; a run's agent may pick any other stored one per request
+            choices = {r.provider.name: [r.connection] for r in routes}
             gateway = lease_for_run(self.gateway_files, [r.provider.name for r in routes], choices, policy)
         config = RunConfig(
             command=list(command),

@@ -3,11 +3,12 @@
 ``<home>/profiles/<p>/gateway/control.sock`` (0600, in a 0700 directory, under the home the child of ``run`` cannot
 see) accepts connections from processes of this user only (``SO_PEERCRED``). A connection sends one JSON line,
 ``{"op": "run", "providers": [...], "connections": {provider: [name, ...]}, "allow": [rules], "policy_source": str}``
-(the first connection is the one a provider's requests get; the others may be picked per request, as in a run), and
-gets one back: ``{"agent", "token", "listen", "ca_cert"}`` (or ``{"error"}``). The agent — named ``run.<hex>``, a name
-no stored agent can have — is held in memory only, and dropped the moment the connection closes: when the run ends,
-however it ends (``kill -9`` included). Nothing on this socket ever returns a credential; the token it hands out
-opens the proxy within the run's own rights, like the per-run token of a run with its own proxy.
+(the first connection is the one a provider's requests get; a run's agent may pick any stored one per request, as
+with its own proxy: see principals.principal_for), and gets one back: ``{"agent", "token", "listen", "ca_cert"}``
+(or ``{"error"}``). The agent — named ``run.<hex>``, a name no stored agent can have — is held in memory only, and
+dropped the moment the connection closes: when the run ends, however it ends (``kill -9`` included). Nothing on this
+socket ever returns a credential; the token it hands out opens the proxy within the run's own rights, like the
+per-run token of a run with its own proxy.
 
 Before its child starts, the run sends ``{"op": "begin", "context": {"run_id", "command"}, "verbose": bool}`` and gets
 ``{"ok": true}``: its audit records then carry its run id and program name, as those of a run with its own proxy do,

@@ -260,7 +260,7 @@ def _serve(config: GatewayConfig, log: EventLog, worker: WorkerChannel | None = 
             if worker is not None:  # its supervisor holds the control socket and the state files (and says so)
                 worker.serving(port)
             else:
-                control = _publish(config, log, runs, port, ca_pem, upstream[0] if upstream else None, ready)
+                control = _publish(config, log, runs, port, ca_pem, upstream[0] if upstream else None)
             ready.set()
             while not config.stop.wait(1.0):  # a timeout: signal handlers run on this (main) thread
                 pass
@@ -281,31 +281,29 @@ def _serve(config: GatewayConfig, log: EventLog, worker: WorkerChannel | None = 
 
 
 def _publish(
-    config: GatewayConfig,
-    log: EventLog,
-    runs: RunAgents,
-    port: int,
-    ca_pem: bytes,
-    upstream: str | None,
-    ready: threading.Event,
+    config: GatewayConfig, log: EventLog, runs: RunAgents, port: int, ca_pem: bytes, upstream: str | None
 ) -> ControlServer:
-    """Listening: the control socket `authsome run` asks, the state file `gateway status` reads, ready, the log line."""
+    """Listening: the control socket `authsome run` asks, the state file `gateway status` reads, the log line."""
+    facts = gateway_facts(config, show((config.options.listen[0], port)), ca_pem, upstream)
+    control = ControlServer(config.files.control, runs, lambda: facts, config.flush_audit)
+    control.start()
+    state.publish(config.files, facts)
+    log.event("listening", f"listening on {facts['listen']} (profile {config.profile}, pid {os.getpid()})", **facts)
+    return control
+
+
+def gateway_facts(config: GatewayConfig, address: str, ca_pem: bytes, upstream: str | None) -> dict[str, Any]:
+    """What a listening gateway publishes (its state file, the answer to a run, the ``listening`` event): never a
+    credential, only where it is, since when, its CA and the proxy it chains through."""
     from authsome.proxy import ca
 
-    options = config.options
-    address = show((options.listen[0], port))
-    facts = {
+    confdir = (config.options.confdir or ca.default_confdir()).expanduser()
+    return {
         "pid": os.getpid(),
         "listen": address,
         "profile": config.profile,
         "started_at": time.time(),
-        "ca_cert": str(ca.ca_cert_path((options.confdir or ca.default_confdir()).expanduser())),
+        "ca_cert": str(ca.ca_cert_path(confdir)),
         "ca_bundle": str(state.write_bundle(config.files.bundle, ca_pem, config.env)),
-        "upstream": upstream,  # the proxy it chains through (never its credentials)
+        "upstream": upstream,
     }
-    control = ControlServer(config.files.control, runs, lambda: facts, config.flush_audit)
-    control.start()
-    state.publish(config.files, facts)
-    ready.set()
-    log.event("listening", f"listening on {address} (profile {config.profile}, pid {os.getpid()})", **facts)
-    return control

@@ -344,6 +344,7 @@ def _begin(name: str, session: RunSession) -> dict[str, Any]:
 
 def supervise(config: GatewayConfig, log: EventLog) -> int:
     """Serve with ``config.options.workers`` worker processes until stopped (the caller holds the gateway's lock)."""
+    from authsome.gateway.service import gateway_facts
     from authsome.proxy import ca
     from authsome.proxy.runner import upstream_proxy
 
@@ -357,16 +358,7 @@ def supervise(config: GatewayConfig, log: EventLog) -> int:
     argv += ["--json"] if options.json_log else []
     pool = Pool(options.workers, argv, config.env, listener, encode_options(options), log)
     runs = SharedRuns(pool)
-    facts: dict[str, Any] = {
-        "pid": os.getpid(),
-        "listen": address,
-        "profile": config.profile,
-        "started_at": time.time(),
-        "ca_cert": str(ca.ca_cert_path(confdir)),
-        "ca_bundle": str(state.write_bundle(config.files.bundle, ca_pem, config.env)),
-        "upstream": upstream[0] if upstream else None,
-        "workers": [],
-    }
+    facts = {**gateway_facts(config, address, ca_pem, upstream[0] if upstream else None), "workers": []}
     control = ControlServer(config.files.control, runs, lambda: facts)
     live = threading.Event()
     publishing = threading.Lock()

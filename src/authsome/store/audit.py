@@ -108,24 +108,29 @@ class AuditLog:
         with file_lock(self.lock_path):
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
             try:
-                last = _last_record(fd)
-                seq, prev = (last["seq"], last["mac"]) if last else (0, GENESIS)
-                records, now = [], round(time.time(), 3)
-                for event, fields in entries:
-                    seq += 1
-                    body = {"seq": seq, "ts": now, "event": event, **fields, "prev": prev}
-                    record = {**body, "mac": self._mac(body)}
-                    records.append(record)
-                    prev = record["mac"]
+                records = self._chained(_last_record(fd), entries)
                 _write_all(fd, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
         # The head moves forward only, outside the trail's lock: a refresh holds the store's lock while it appends.
+        seq, mac = records[-1]["seq"], records[-1]["mac"]
         with self.vault.transaction() as txn:
             head = txn.vault.read(HEAD_KEY) or {}
             if head.get("seq", 0) < seq:
-                txn.write(HEAD_KEY, {"seq": seq, "mac": prev}, {})
+                txn.write(HEAD_KEY, {"seq": seq, "mac": mac}, {})
+        return records
+
+    def _chained(self, last: Mapping[str, Any] | None, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+        """``entries`` as records that extend the chain after ``last`` (None: the trail is empty)."""
+        seq, prev = (int(last["seq"]), str(last["mac"])) if last else (0, GENESIS)
+        records, now = [], round(time.time(), 3)
+        for event, fields in entries:
+            seq += 1
+            body = {"seq": seq, "ts": now, "event": event, **fields, "prev": prev}
+            record = {**body, "mac": self._mac(body)}
+            records.append(record)
+            prev = record["mac"]
         return records
 
     def submit(self, event: str, **fields: Any) -> None:

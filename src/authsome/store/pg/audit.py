@@ -14,12 +14,11 @@ a delay: the records that arrive while one batch commits make the next).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from authsome.store.audit import GENESIS, HEAD_KEY, AuditLog, Entry, VerifyResult
+from authsome.store.audit import HEAD_KEY, AuditLog, Entry, VerifyResult
 from authsome.store.pg.schema import lock_id
 from authsome.store.pg.vault import PgTransaction, PgVault
 
@@ -58,21 +57,13 @@ class PgAuditLog(AuditLog):
         row = txn.conn.execute(
             "SELECT line FROM authsome_audit WHERE profile = %s ORDER BY seq DESC LIMIT 1", (self.pg.profile,)
         ).fetchone()
-        last = json.loads(row[0]) if row else None
-        seq, prev = (int(last["seq"]), str(last["mac"])) if last else (0, GENESIS)
-        records, now = [], round(time.time(), 3)
-        for event, fields in entries:
-            seq += 1
-            body = {"seq": seq, "ts": now, "event": event, **fields, "prev": prev}
-            record = {**body, "mac": self._mac(body)}
-            records.append(record)
-            prev = record["mac"]
+        records = self._chained(json.loads(row[0]) if row else None, entries)
         with txn.conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO authsome_audit (profile, seq, line) VALUES (%s, %s, %s)",
                 [(self.pg.profile, r["seq"], json.dumps(r, sort_keys=True)) for r in records],
             )
-        txn.write(HEAD_KEY, {"seq": seq, "mac": prev}, {})
+        txn.write(HEAD_KEY, {"seq": records[-1]["seq"], "mac": records[-1]["mac"]}, {})
         return records
 
     def _lines(self) -> Iterator[str]:
