@@ -209,7 +209,7 @@ class Injector:
             except UnsupportedEncoding:
                 self._refuse_response(flow, coding)
                 return
-            del response.headers["content-length"]  # the length changes: chunked to an HTTP/1.1 client instead
+            response.headers.pop("content-length", None)  # the length changes: chunked to an HTTP/1.1 client instead
             if flow.request.http_version == "HTTP/1.1":
                 response.headers["transfer-encoding"] = "chunked"
         elif not response.stream:

@@ -60,6 +60,7 @@ def test_hooks_run_in_chain_order_sync_and_async() -> None:
     assert calls == ["a", "b", "c"]
 
 
+@pytest.mark.addon_error_expected
 def test_an_addon_error_is_logged_and_the_others_still_run(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[str] = []
     with caplog.at_level(logging.ERROR):
