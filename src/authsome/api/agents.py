@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from authsome.api.core import Core, ExportFormat
+from authsome.api.credentials import Credentials, ExportFormat
 from authsome.paths import check_name
 from authsome.secret import Secret
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from authsome.store.agents import Agent, AgentStore
 
 
-class AgentsAPI(Core):
+class AgentsAPI(Credentials):
     """Agents of the profile's gateway (each a token and its own rights), and serving the gateway."""
 
     @cached_property

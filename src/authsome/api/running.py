@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from authsome.api.core import Core
+from authsome.api.credentials import Credentials
 
 
-class RunAPI(Core):
+class RunAPI(Credentials):
     """Running a command whose requests get the profile's credentials on the way (authsome.proxy)."""
 
     def run(
