@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from authsome.cli.main import api, common_options, out
+from authsome.cli.options import connection_pairs, policy_options
 from authsome.cli.output import iso_time, relative_expiry
 from authsome.errors import UsageError
 
@@ -25,16 +26,6 @@ def parse_duration(text: str) -> float:
     if unit not in _UNITS or not number.isdigit() or int(number) == 0:
         raise UsageError(f"--expires {text!r} is not a lifetime", "use a number and s, m, h, d or w, e.g. 8h")
     return int(number) * _UNITS[unit]
-
-
-def _pairs(items: tuple[str, ...]) -> list[tuple[str, str]]:
-    pairs = []
-    for item in items:
-        provider, sep, name = item.partition("=")
-        if not sep or not provider or not name:
-            raise UsageError(f"--connection {item!r} is not PROVIDER=NAME", "e.g. --connection github=work")
-        pairs.append((provider, name))
-    return pairs
 
 
 def _rights_text(agent: Agent) -> str:
@@ -82,10 +73,7 @@ agent_group: click.Group = click.Group(
     metavar="PROVIDER=NAME",
     help="May use this connection (repeat; the first of a provider is its default).",
 )
-@click.option("--allow", multiple=True, metavar="RULE", help="Only allow matching requests, e.g. 'github:GET /user'.")
-@click.option(
-    "--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Allow rules file."
-)
+@policy_options
 @click.option("--expires", metavar="AGE", help="Lifetime, e.g. 8h, 30m, 7d (default: until revoked).")
 @click.option("--force", is_flag=True, help="Replace an active agent of that name (its token stops working).")
 @common_options
@@ -102,7 +90,7 @@ def agent_create(
     agent, token = api().create_agent(
         name,
         providers=providers,
-        connections=_pairs(connections),
+        connections=connection_pairs(connections),
         allow=allow,
         policy_file=policy_file,
         expires_in=parse_duration(expires) if expires else None,

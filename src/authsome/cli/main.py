@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from authsome.cli import exit_now
+from authsome.cli.options import connection_pairs, policy_options
 from authsome.cli.output import Output, flatten, iso_time, plain, relative_expiry
 from authsome.errors import EXIT_CODES, AuthsomeError, UsageError
 
@@ -494,19 +495,7 @@ def _format_record(record: dict[str, Any]) -> str:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Extra CA bundle to trust for upstream servers.",
 )
-@click.option(
-    "--allow",
-    "allow",
-    multiple=True,
-    metavar="RULE",
-    help="Only allow matching requests, e.g. 'github:GET /repos/**' (repeatable; deny by default).",
-)
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Allow rules from a TOML or JSON file.",
-)
+@policy_options
 @click.option(
     "--upstream",
     "upstream_proxy",
@@ -542,12 +531,7 @@ def run(
 
     Example: authsome run -- python my_agent.py
     """
-    pairs = {}
-    for item in connections:
-        prov, sep, name = item.partition("=")
-        if not sep or not prov or not name:
-            raise UsageError(f"--connection {item!r} is not PROVIDER=NAME", "e.g. --connection github=work")
-        pairs[prov] = name
+    pairs = dict(connection_pairs(connections))
     o = out()
     code = api().run(
         list(command),
