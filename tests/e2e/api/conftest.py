@@ -6,11 +6,10 @@ import json
 import os
 import ssl
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,6 +17,8 @@ import pytest
 import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.tls_server import TlsStandIn, on_thread
+
 from authsome import Authsome, ConnectionInfo, LoginOptions
 from oauth_server.fixtures import OAuthServer, approve, loopback_context
 from oauth_server.harness import QueueUI, in_background
@@ -100,15 +101,11 @@ def _stand_in(host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     ca_file = tmp_path / "test-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     handler = type("Echo", (_Echo,), {"seen": [], "headers_seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert(host).configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AUTHSOME_TEST_RESOLVE", f"{host}:443=127.0.0.1:{port}")
-    yield StandInAPI(host, port, ca_file, handler.seen, handler.headers_seen)
-    server.shutdown()
+    with on_thread(TlsStandIn(handler, context)) as server:
+        monkeypatch.setenv("AUTHSOME_TEST_RESOLVE", f"{host}:443=127.0.0.1:{server.port}")
+        yield StandInAPI(host, server.port, ca_file, handler.seen, handler.headers_seen)
 
 
 @pytest.fixture

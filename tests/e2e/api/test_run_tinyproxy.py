@@ -37,28 +37,47 @@ def _free_port() -> int:
 def tinyproxy(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     if os.geteuid() != 0 or not Path(TINYPROXY).exists() or shutil.which("unshare") is None:
         pytest.skip("needs root, unshare and tinyproxy (scripts/test installs tinyproxy)")
-    port = _free_port()
     hosts = tmp_path / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n127.0.0.1 {HOST}\n")
-    conf = tmp_path / "tinyproxy.conf"
     log = tmp_path / "tinyproxy.log"
+    for _ in range(5):  # a port taken between _free_port and tinyproxy's bind: tinyproxy exits, try another
+        port = _free_port()
+        proc = _start_tinyproxy(tmp_path, hosts, log, port)
+        if _listening(proc, port):
+            break
+        proc.kill()
+        proc.wait(timeout=10)
+    else:
+        pytest.fail(f"tinyproxy did not start; its log: {log.read_text() if log.exists() else '(none)'}")
+    yield port, log
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _start_tinyproxy(tmp_path: Path, hosts: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
+    """tinyproxy on 127.0.0.1:``port`` with basic auth, seeing ``HOST`` as loopback (its own /etc/hosts)."""
+    conf = tmp_path / "tinyproxy.conf"
     conf.write_text(
         f"Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 20\nBasicAuth corp s3cret\n"
         f'LogLevel Connect\nLogFile "{log}"\n'
     )
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         ["unshare", "-m", "sh", "-c", f"mount --bind {hosts} /etc/hosts && exec {TINYPROXY} -d -c {conf}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether ``proc`` listens on ``port`` within 5 s (False once it has exited)."""
     for _ in range(100):
+        if proc.poll() is not None:
+            return False
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return True
         time.sleep(0.05)
-    yield port, log
-    proc.terminate()
-    proc.wait(timeout=10)
+    return False
 
 
 def test_chains_through_an_authenticated_tinyproxy(

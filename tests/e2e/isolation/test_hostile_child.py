@@ -17,7 +17,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from tests.tls_server import TlsStandIn, on_thread
 
 pytestmark = pytest.mark.e2e
 
@@ -92,14 +92,11 @@ class _Handler(BaseHTTPRequestHandler):
 def upstream() -> Iterator[Upstream]:
     ca = trustme.CA()
     state = Upstream(0, ca.cert_pem.bytes())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Handler,), {"upstream": state}))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("api.openai.com", "pypi.example.test").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    state.port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield state
-    server.shutdown()
+    with on_thread(TlsStandIn(type("H", (_Handler,), {"upstream": state}), context)) as server:
+        state.port = server.port
+        yield state
 
 
 @dataclass
@@ -300,14 +297,11 @@ def rogue() -> Iterator[tuple[Upstream, bytes]]:
     """A server posing as api.openai.com with a certificate from a CA nobody trusts, and that CA."""
     ca = trustme.CA()
     state = Upstream(0, ca.cert_pem.bytes())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Handler,), {"upstream": state}))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("api.openai.com").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    state.port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield state, ca.cert_pem.bytes()
-    server.shutdown()
+    with on_thread(TlsStandIn(type("H", (_Handler,), {"upstream": state}), context)) as server:
+        state.port = server.port
+        yield state, ca.cert_pem.bytes()
 
 
 def test_a_certificate_planted_in_the_bundle_cache_is_not_trusted_by_later_runs(

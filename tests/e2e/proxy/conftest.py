@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 from tests.gateway_thread import gateway_thread
+from tests.tls_server import TlsStandIn, on_thread, record_sni
 
 from authsome.errors import CredentialMissing
 from authsome.gateway.client import RunLease, lease_for_run
@@ -197,27 +198,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(TlsStandIn):
     def __init__(self, context: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.context = context
-        self.state = StandIn(self.server_address[1])
+        super().__init__(_Handler, context)
+        self.state = StandIn(self.port)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """TLS handshake on the worker thread (a stalled client must not block the accept loop)."""
+    def accepted(self) -> None:
         self.state.connections += 1
-        if self.context is not None:
-            try:
-                request = self.context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        super().finish_request(request, client_address)
-
-
-def _record_sni(sock: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
-    sock.sni = name
 
 
 @pytest.fixture(scope="session")
@@ -233,14 +220,8 @@ def test_ca_file(test_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _serve(context: ssl.SSLContext | None) -> Iterator[StandIn]:
-    server = _Server(context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with on_thread(_Server(context)) as server:
         yield server.state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="session")
@@ -248,7 +229,7 @@ def tls_server(test_ca: trustme.CA) -> Iterator[StandIn]:
     """One TLS stand-in answering for every host in HOSTS (its certificate names them all)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     test_ca.issue_cert(*HOSTS).configure_cert(context)
-    context.sni_callback = _record_sni
+    context.sni_callback = record_sni
     yield from _serve(context)
 
 

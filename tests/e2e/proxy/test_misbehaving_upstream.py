@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import ssl
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import brotli  # type: ignore[import-untyped]
 import pytest
 import trustme
 import zstandard
+from tests.tls_server import TlsStandIn, on_thread
 
 from authsome.policy import build_policy
 
@@ -103,31 +103,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(TlsStandIn):
     def __init__(self, context: ssl.SSLContext) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.context = context
-        self.state = Rude(self.server_address[1])
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        super().finish_request(request, client_address)
+        super().__init__(_Handler, context)
+        self.state = Rude(self.port)
 
 
 @pytest.fixture
 def rude(test_ca: trustme.CA) -> Iterator[Rude]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     test_ca.issue_cert("api.openai.com").configure_cert(context)
-    server = _Server(context)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.state
-    server.shutdown()
-    server.server_close()
+    with on_thread(_Server(context)) as server:
+        yield server.state
 
 
 def via_rude(run: RunFn, rude: Rude, command: list[str], **options: Any) -> Any:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -30,6 +29,7 @@ from urllib.parse import parse_qs
 import httpx
 import trustme
 from tests.e2e.gateway.conftest import AUTHSOME, Gateway, Result, _pump
+from tests.tls_server import TlsStandIn, on_thread, record_sni
 
 UPSTREAM_HOSTS = ("api.openai.com", "api.acme.test", "api.testidp.test")
 ACME = {
@@ -223,39 +223,19 @@ class _Api(BaseHTTPRequestHandler):
             pass
 
 
-class _ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _ApiServer(TlsStandIn):
     def __init__(self, context: ssl.SSLContext) -> None:
-        super().__init__(("127.0.0.1", 0), _Api)
-        self.context = context
-        self.state = Upstream(self.server_address[1])
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body are two writes
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        super().finish_request(request, client_address)
-
-
-def _record_sni(sock: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
-    sock.sni = name
+        super().__init__(_Api, context)
+        self.state = Upstream(self.port)
 
 
 @contextmanager
 def upstream(ca: trustme.CA) -> Iterator[Upstream]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert(*UPSTREAM_HOSTS).configure_cert(context)
-    context.sni_callback = _record_sni
-    server = _ApiServer(context)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    context.sni_callback = record_sni
+    with on_thread(_ApiServer(context)) as server:
         yield server.state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # -- replicas ------------------------------------------------------------------------------------------------------
