@@ -17,7 +17,8 @@ import ssl
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+
+from authsome.providers.hosts import split_host_port
 
 CONNECT_TIMEOUT = 30.0  # seconds for DNS + TCP connect (+ TLS to an https:// upstream proxy)
 HANDSHAKE_TIMEOUT = 30.0  # seconds for an upstream server to finish the TLS handshake
@@ -59,13 +60,11 @@ def verdict(cause: str) -> tuple[str, str]:
 
 
 def proxy_address(url: str | None) -> Address | None:
-    """``(host, port)`` of a chained proxy URL such as ``http://proxy:3128``."""
+    """``(host, port)`` of a chained proxy as :func:`authsome.proxy.runner.upstream_proxy` writes it
+    (``scheme://host:port``, IPv6 in brackets), read by the one ``host:port`` reader."""
     if not url:
         return None
-    parts = urlsplit(url)
-    if parts.hostname is None:
-        return None
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    return split_host_port(url.partition("://")[2])
 
 
 class Connector:

@@ -13,6 +13,7 @@ from authsome.providers.schema import parse_provider
 from authsome.proxy import runner
 from authsome.proxy.addon import split_authority
 from authsome.proxy.relay import parse_target
+from authsome.proxy.upstream import proxy_address
 
 GOOD = [
     ("api.example.com:8443", ("api.example.com", 8443)),
@@ -73,6 +74,7 @@ def test_every_reader_of_host_port_text_agrees_on_good_text(text: str, expected:
     assert (rule.host, rule.port) == expected
     bracketed = f"[{expected[0]}]" if ":" in expected[0] else expected[0]
     assert runner.upstream_proxy(f"http://{text}", {}) == (f"http://{bracketed}:{expected[1]}", None)
+    assert proxy_address(f"http://{bracketed}:{expected[1]}") == expected  # what the proxy connects to
     oauth = {"token_url": f"https://{text}/token", "authorization_url": f"https://{text}/authorize"}
     provider = parse_provider({"name": "x", "auth_type": "oauth2", "oauth": oauth})
     assert provider.is_oauth_endpoint(*expected, "/token")
