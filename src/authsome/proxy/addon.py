@@ -199,7 +199,10 @@ class Injector:
             return
         secrets: list[bytes] | None = flow.metadata.get(_SECRETS)
         if secrets:
-            response.headers.fields = tuple((name, redact(value, secrets)) for name, value in response.headers.fields)
+            fields = response.headers.fields
+            values = b"\n".join(value for _, value in fields)
+            if any(secret in values for secret in secrets):
+                response.headers.fields = tuple((name, redact(value, secrets)) for name, value in fields)
             coding = response.headers.get("content-encoding", "")
             if not content_codings(coding) or not _has_body(flow):
                 response.stream = StreamRedactor(secrets)

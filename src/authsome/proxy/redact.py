@@ -54,10 +54,9 @@ class StreamRedactor:
         self.redactions = 0
 
     def __call__(self, chunk: bytes) -> bytes:
-        data = self.pending + chunk
-        before = data
-        data = redact(data, self.secrets)
-        if data != before:
+        before = self.pending + chunk
+        data = redact(before, self.secrets)
+        if data is not before:  # (redact returns its input when there is nothing to replace)
             self.redactions += 1
         if not chunk:  # end of stream: flush what was held back
             self.pending = b""
@@ -67,13 +66,19 @@ class StreamRedactor:
         return data[: len(data) - keep] if keep else data
 
     def _partial_tail(self, data: bytes) -> int:
-        """Length of the longest suffix of ``data`` that is a proper prefix of some secret."""
+        """Length of the longest suffix of ``data`` that is a proper prefix of some secret.
+
+        Such a suffix starts with the secret's first byte, within its last ``len(secret) - 1`` bytes: only those
+        places are compared, leftmost (longest) first."""
         longest = 0
         for secret in self.secrets:
-            for size in range(min(len(secret) - 1, len(data)), longest, -1):
-                if data.endswith(secret[:size]):
-                    longest = size
+            first = secret[:1]
+            at = data.find(first, max(len(data) - len(secret) + 1, 0))
+            while at != -1 and len(data) - at > longest:
+                if secret.startswith(data[at:]):
+                    longest = len(data) - at
                     break
+                at = data.find(first, at + 1)
         return longest
 
 

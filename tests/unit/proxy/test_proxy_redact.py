@@ -56,6 +56,23 @@ def test_streams_keep_streaming() -> None:
     assert redactor(b"") == b""
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_the_held_back_tail_is_the_longest_that_could_start_a_secret(seed: int) -> None:
+    """Against the definition, on data full of near-misses (a two-letter alphabet, secrets that overlap themselves)."""
+    import random
+
+    rng = random.Random(seed)
+    secrets = sorted({bytes(rng.choices(b"ab", k=rng.randint(8, 14))) for _ in range(3)}, key=len, reverse=True)
+    redactor = StreamRedactor(secrets)
+    for _ in range(200):
+        data = bytes(rng.choices(b"ab", k=rng.randint(0, 30)))
+        expected = max(
+            (size for s in secrets for size in range(1, min(len(s) - 1, len(data)) + 1) if data.endswith(s[:size])),
+            default=0,
+        )
+        assert redactor._partial_tail(data) == expected, (secrets, data)
+
+
 # -- compressed bodies ---------------------------------------------------------------------------------------------
 def _zlib(wbits: int) -> tuple[Callable[[bytes], bytes], Callable[[], Decoder]]:
     def encode(data: bytes) -> bytes:
