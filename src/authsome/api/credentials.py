@@ -241,10 +241,7 @@ class Credentials(Core):
 
     def logout(self, provider: str, connection: str = DEFAULT_CONNECTION) -> bool:
         """Revoke one connection at the provider when it can (best effort), then delete it locally."""
-        self.provider(provider)
-        info = self.store.info(provider, connection)
-        if info is None:
-            raise missing(provider, connection)
+        info = self.get(provider, connection)
         remote = self._revoke_remote(self.connection_provider(provider, info.metadata), connection, strict=False)
         deleted = bool(self.store.delete(provider, connection))
         self.audit.append("logout", provider=provider, connection=connection, revoked_remotely=remote)
