@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from authsome.cli.main import api, common_options, out
-from authsome.cli.options import connection_pairs, policy_options
+from authsome.cli.options import connection_pairs, parse_duration, policy_options
 from authsome.cli.output import iso_time, relative_expiry
 from authsome.errors import UsageError
 
 if TYPE_CHECKING:
     from authsome.secret import Secret
     from authsome.store.agents import Agent
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """``90s``, ``30m``, ``8h``, ``7d``, ``2w`` as seconds."""
-    number, unit = text[:-1], text[-1:]
-    if unit not in _UNITS or not number.isdigit() or int(number) == 0:
-        raise UsageError(f"--expires {text!r} is not a lifetime", "use a number and s, m, h, d or w, e.g. 8h")
-    return int(number) * _UNITS[unit]
 
 
 def _rights_text(agent: Agent) -> str:
@@ -93,7 +84,7 @@ def agent_create(
         connections=connection_pairs(connections),
         allow=allow,
         policy_file=policy_file,
-        expires_in=parse_duration(expires) if expires else None,
+        expires_in=parse_duration(expires, "--expires", "a lifetime") if expires else None,
         replace=force,
     )
     _with_token(agent, token, "created")
@@ -270,6 +261,7 @@ def gateway_start(
 
     o = out()
     auth = api()
+    _check_serve_options(listen, upstream_proxy, auth.env)
     args = ["--profile", auth.profile, "gateway", "serve", "--drain", str(drain)]
     args += ["--listen", listen] if listen else []
     args += ["--upstream-ca", str(upstream_ca.resolve())] if upstream_ca else []
@@ -281,6 +273,18 @@ def gateway_start(
         state,
         lambda: click.echo(f"gateway started: {state['listen']} (pid {state['pid']}; log {auth.gateway_files.log})"),
     )
+
+
+def _check_serve_options(listen: str | None, upstream: str | None, env: Mapping[str, str]) -> None:
+    """What ``gateway serve`` would refuse, refused here (exit 2) rather than by the background process."""
+    if listen:
+        from authsome.gateway.address import parse_listen
+
+        parse_listen(listen)
+    if upstream:
+        from authsome.proxy.runner import upstream_proxy
+
+        upstream_proxy(upstream, env)
 
 
 @gateway_group.command("stop")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from authsome.cli import exit_now
-from authsome.cli.options import connection_pairs, policy_options
+from authsome.cli.options import connection_pairs, parse_duration, policy_options
 from authsome.cli.output import Output, flatten, iso_time, plain, relative_expiry
 from authsome.errors import EXIT_CODES, AuthsomeError, UsageError
 
@@ -414,7 +414,7 @@ def doctor() -> None:
 @click.option("--run", "run_id", metavar="ID", help="Only records of one `authsome run`.")
 @click.option("--agent", metavar="NAME", help="Only records about one agent of `authsome gateway`.")
 @click.option("--provider", "-p", metavar="NAME", help="Only records about one provider.")
-@click.option("--since", metavar="AGE", help="Only records newer than AGE (e.g. 30s, 15m, 1h, 2d).")
+@click.option("--since", metavar="AGE", help="Only records newer than AGE (e.g. 30s, 15m, 1h, 2d, 1w).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they arrive.")
 @click.option("--verify", is_flag=True, help="Check that no record was edited, reordered or deleted.")
 @common_options
@@ -435,7 +435,7 @@ def log_cmd(
             ),
         )
         sys.exit(0 if result.ok else 1)
-    cutoff = time.time() - _parse_age(since) if since else None
+    cutoff = time.time() - parse_duration(since, "--since", "an age", zero=True) if since else None
     records = auth.log(run_id=run_id, provider=provider, since=cutoff, agent=agent)
     if not follow:
 
@@ -454,14 +454,6 @@ def log_cmd(
             if record["seq"] > seen:
                 seen = record["seq"]
                 click.echo(json.dumps(record, sort_keys=True) if o.json else _format_record(record), nl=True)
-
-
-def _parse_age(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isdigit():
-        raise UsageError(f"--since {text!r} is not an age", "use a number and s, m, h or d, e.g. 15m")
-    return int(number) * units[unit]
 
 
 def _format_record(record: dict[str, Any]) -> str:

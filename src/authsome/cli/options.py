@@ -1,4 +1,5 @@
-"""Options shared by the commands that grant rights to a child (``run``) or an agent (``agent create``)."""
+"""Options and values shared by several commands: the rights given to a child (``run``) or an agent (``agent
+create``), and durations (``--expires``, ``--since``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 from authsome.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., object])
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def policy_options(command: F) -> F:
@@ -39,3 +41,12 @@ def connection_pairs(items: tuple[str, ...]) -> list[tuple[str, str]]:
             raise UsageError(f"--connection {item!r} is not PROVIDER=NAME", "e.g. --connection github=work")
         pairs.append((provider, name))
     return pairs
+
+
+def parse_duration(text: str, option: str, what: str, *, zero: bool = False) -> float:
+    """``90s``, ``30m``, ``8h``, ``7d``, ``2w`` as seconds (``zero``: ``0s`` too); ``what`` names the value in the error
+    (``--expires '8x' is not a lifetime``)."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.isdigit() or (int(number) == 0 and not zero):
+        raise UsageError(f"{option} {text!r} is not {what}", "use a number and s, m, h, d or w, e.g. 8h")
+    return int(number) * _UNITS[unit]

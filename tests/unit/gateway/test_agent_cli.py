@@ -71,6 +71,26 @@ def test_bad_input_is_refused_before_anything_is_stored(authsome_home: Path) -> 
     assert json.loads(authsome("agent", "list", "--json").stdout) == {"agents": []}
 
 
+def test_gateway_start_refuses_bad_options_itself(authsome_home: Path) -> None:
+    """Refused with exit 2 and the option's own hint, not as a background process that failed to start."""
+    cases = [
+        (["gateway", "start", "--listen", "0.0.0.0:99999"], "--listen '0.0.0.0:99999' is not HOST:PORT"),
+        (["gateway", "start", "--upstream", "socks5://proxy:1080"], "is not an http:// or https:// proxy URL"),
+    ]
+    for args, text in cases:
+        res = authsome(*args)
+        assert (res.returncode, text in res.stderr, "gateway.log" in res.stderr) == (2, True, False), res.stderr
+    assert authsome("gateway", "status").returncode == 1  # nothing was started
+
+
+def test_durations_read_alike(authsome_home: Path) -> None:
+    assert authsome("log", "--since", "2w").returncode == 0  # weeks, as --expires takes them
+    assert authsome("log", "--since", "0s").returncode == 0
+    res = authsome("log", "--since", "5x")
+    assert res.returncode == 2 and "--since '5x' is not an age" in res.stderr
+    assert created("alice", "--expires", "2w")["expires_at"]
+
+
 def test_revoke_then_rotate_is_refused(authsome_home: Path) -> None:
     created("alice")
     res = authsome("agent", "revoke", "alice")
