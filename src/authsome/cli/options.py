@@ -47,6 +47,6 @@ def parse_duration(text: str, option: str, what: str, *, zero: bool = False) -> 
     """``90s``, ``30m``, ``8h``, ``7d``, ``2w`` as seconds (``zero``: ``0s`` too); ``what`` names the value in the error
     (``--expires '8x' is not a lifetime``)."""
     number, unit = text[:-1], text[-1:]
-    if unit not in _UNITS or not number.isdigit() or (int(number) == 0 and not zero):
+    if unit not in _UNITS or not (number.isascii() and number.isdigit()) or (int(number) == 0 and not zero):
         raise UsageError(f"{option} {text!r} is not {what}", "use a number and s, m, h, d or w, e.g. 8h")
     return int(number) * _UNITS[unit]

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -114,11 +114,9 @@ class _TokenRelay(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-class _RelayServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _RelayServer(TlsStandIn):
     def __init__(self, target: str) -> None:
-        super().__init__(("127.0.0.1", 0), _TokenRelay)
+        super().__init__(_TokenRelay, None)  # plain HTTP on loopback
         self.target = target
         self.issued = Issued()
 
@@ -133,13 +131,8 @@ class TokenRelay:
 
 @contextmanager
 def token_relay(issuer: str) -> Iterator[TokenRelay]:
-    server = _RelayServer(issuer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield TokenRelay(f"http://127.0.0.1:{server.server_address[1]}/token", server.issued)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with on_thread(_RelayServer(issuer)) as server:
+        yield TokenRelay(f"http://127.0.0.1:{server.port}/token", server.issued)
 
 
 # -- the API stand-in ----------------------------------------------------------------------------------------------

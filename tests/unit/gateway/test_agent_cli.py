@@ -86,8 +86,9 @@ def test_gateway_start_refuses_bad_options_itself(authsome_home: Path) -> None:
 def test_durations_read_alike(authsome_home: Path) -> None:
     assert authsome("log", "--since", "2w").returncode == 0  # weeks, as --expires takes them
     assert authsome("log", "--since", "0s").returncode == 0
-    res = authsome("log", "--since", "5x")
-    assert res.returncode == 2 and "--since '5x' is not an age" in res.stderr
+    for bad in ("5x", "\u00b2h", "h"):  # (a superscript two is a digit to str.isdigit, not to int)
+        res = authsome("log", "--since", bad)
+        assert res.returncode == 2 and f"--since {bad!r} is not an age" in res.stderr, res.stderr
     assert created("alice", "--expires", "2w")["expires_at"]
 
 
