@@ -118,6 +118,11 @@ def test_export_formats(authsome: Runner, tmp_path: Path) -> None:
         ["bash", "-c", f'{shell}\nprintf %s "$MY_ACME_KEY"'], capture_output=True, text=True, check=True
     )
     assert evaluated.stdout == tricky
+    for prefix in ("1_", "MY-", "\u00e9_"):  # no shell takes such a name: refused, and no export is recorded
+        res = authsome("export", "acme", "--format", "shell", "--prefix", prefix)
+        assert res.code == 2 and "cannot start a variable name" in res.err and tricky not in res.out + res.err
+    exports = [r for r in json.loads(authsome("log", "--json").out)["records"] if r["event"] == "export"]
+    assert len(exports) == 3  # env, json and shell above
     login_openai(authsome)
     assert authsome("export", "openai").out.strip() == f"OPENAI_API_KEY={KEY}"
 

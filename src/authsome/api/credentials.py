@@ -13,6 +13,7 @@ from authsome.api.core import Core
 from authsome.errors import AuthsomeError, CredentialMissing, RefreshFailed, UsageError
 from authsome.models import DEFAULT_CONNECTION, ClientConfig, ConnectionInfo, Credential
 from authsome.paths import check_name
+from authsome.providers.validate import ENV_RE
 from authsome.secret import Secret
 from authsome.store.credentials import missing
 
@@ -108,6 +109,11 @@ class Credentials(Core):
         import json
 
         self.refuse_inside_run("export a secret")
+        if prefix and not ENV_RE.fullmatch(prefix):  # (the provider's own names were checked when it loaded)
+            raise UsageError(
+                f"--prefix {prefix!r} cannot start a variable name",
+                "use ASCII letters, digits and _, not a digit first",
+            )
         prov = self.provider(provider)
         cred = self._credential(provider, connection)
         values: dict[str, str] = {}
@@ -122,11 +128,6 @@ class Credentials(Core):
         if not values:
             raise UsageError(f"{provider} defines no export variables", f"use `authsome get {provider} --field ...`")
         self.audit.append("export", provider=provider, connection=connection, format=fmt, variables=sorted(values))
-        for var in values:
-            if not var.replace("_", "a").isalnum() or var[0].isdigit():
-                raise UsageError(
-                    f"--prefix {prefix!r} makes an invalid variable name {var!r}", "use letters, digits, _"
-                )
         if fmt == "json":
             return json.dumps(values, indent=2, sort_keys=True)
         if fmt == "shell":
