@@ -161,6 +161,15 @@ def tls_addon(base: Any) -> Any:
             self.load_ca()
             super().quic_start_client(data)
 
+        if hasattr(base, "request"):  # mitmproxy 12 answers requests for its CA's revocation list (CRL) itself
+
+            def request(self, flow: http.HTTPFlow) -> None:
+                path = flow.request.path
+                if self.deferred and not (path.startswith("/mitmproxy-") and path.endswith(".crl")):
+                    return  # the CA is not loaded, and this is not a request for its list: nothing to load it for
+                self.load_ca()
+                super().request(flow)
+
         def get_cert(self, conn_context: Any) -> Any:
             return self.leaf_keys.rekey(super().get_cert(conn_context), self.certstore.default_privatekey)
 

@@ -72,6 +72,28 @@ def test_plain_http_never_gets_a_credential(run: RunFn, plain_server: StandIn) -
     assert "passthrough - GET api.openai.com:80/v1/echo (plain-http)" in result.err
 
 
+def test_the_ca_revocation_list_is_served_before_any_interception(
+    run: RunFn, confdir: Path, plain_server: StandIn, tmp_path: Path
+) -> None:
+    """mitmproxy 12 serves its CA's CRL to plain-HTTP requests for it; the run's CA, not loaded yet, is loaded for it
+    (and only for it: any other plain request leaves it unloaded)."""
+    from mitmproxy import version
+
+    if not version.VERSION.startswith("12"):
+        pytest.skip("mitmproxy 11 does not serve a CRL")
+    from cryptography import x509
+
+    run(["true"])  # makes the CA in confdir
+    ca = x509.load_pem_x509_certificate((confdir / "mitmproxy-ca-cert.pem").read_bytes())
+    url = f"http://api.openai.com/mitmproxy-{ca.serial_number}.crl"
+    crl_file = tmp_path / "crl.der"
+    result = run(["sh", "-c", f"curl -sSf http://api.openai.com/v1/echo >/dev/null && curl -sSf -o {crl_file} {url}"])
+    assert result.code == 0, result.err
+    assert plain_server.last().path == "/v1/echo"  # the other plain request went on its way
+    crl = x509.load_der_x509_crl(crl_file.read_bytes())
+    assert crl.issuer == ca.subject
+
+
 def test_ambiguous_host_is_forwarded_unchanged_and_logged_once(run: RunFn, standin: StandIn) -> None:
     twin = custom("openai-compat", "api.openai.com")
     script = "for i in 1 2; do curl -sS -o /dev/null https://api.openai.com/v1/models; done"
