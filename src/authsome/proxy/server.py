@@ -82,13 +82,17 @@ class _ServerTlsFirst:
 
 
 class _Collect(logging.Handler):
-    """Keeps mitmproxy's error lines (to explain a failed start) and prints warnings with ``--verbose``."""
+    """Keeps mitmproxy's error lines (to explain a failed start) and prints warnings with ``--verbose``.
+
+    Once started, an error (an addon that raised: a bug) is not kept silent without ``--verbose`` either: one line per
+    kind of exception names its type only, since the message could quote a request."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__(logging.WARNING if verbose else logging.ERROR)
         self.verbose = verbose
         self.errors: list[str] = []
         self.collecting = True  # only during start-up
+        self._told: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage().splitlines()[0] if record.getMessage() else ""
@@ -96,6 +100,14 @@ class _Collect(logging.Handler):
             self.errors.append(message)
         if self.verbose:
             sys.stderr.write(f"authsome: mitmproxy: {message}\n")
+        elif record.levelno >= logging.ERROR and not self.collecting:
+            kind = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else "an error"
+            if kind not in self._told:
+                self._told.add(kind)
+                sys.stderr.write(
+                    f"authsome: internal error in the proxy ({kind}); requests go on. Please report it, with the "
+                    "lines `--verbose` prints\n"
+                )
 
 
 class ProxyServer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,23 @@ def test_head_parse_and_basic_auth() -> None:
     assert basic_auth_ok(good.replace("Basic", "basic"), b"authsome:tok")
     for bad in ("", "Bearer x", "Basic !!", "Basic " + base64.b64encode(b"authsome:other").decode()):
         assert not basic_auth_ok(bad, b"authsome:tok"), bad
+
+
+def test_an_internal_proxy_error_is_told_once_per_kind_without_its_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from authsome.proxy.server import _Collect
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "mitmproxy.addonmanager", logging.ERROR, __file__, 1, "Addon error: %s", (exc,), (type(exc), exc, None)
+        )
+
+    quiet = _Collect(verbose=False)
+    quiet.emit(record(KeyError("sk-secret-while-starting")))
+    assert quiet.errors and capsys.readouterr().err == ""  # while starting: kept, to explain a failed start
+    quiet.collecting = False
+    for exc in (KeyError("sk-secret-one"), KeyError("sk-secret-two"), ValueError("sk-secret-three")):
+        quiet.emit(record(exc))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("(")[1].split(")")[0] for line in lines] == ["KeyError", "ValueError"]
+    assert all(line.startswith("authsome: internal error in the proxy") for line in lines)
+    assert "sk-secret" not in "".join(lines)  # the message could quote a request
