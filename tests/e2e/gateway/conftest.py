@@ -58,6 +58,7 @@ class Gateway:
     events: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     seen: list[dict[str, Any]] = field(default_factory=list)
     listen: str = ""
+    pump: threading.Thread | None = None  # reads the process's event lines into ``events``
 
     @property
     def port(self) -> int:
@@ -103,6 +104,20 @@ class Gateway:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
+
+    def internal_errors(self) -> list[str]:
+        """Once the process has ended: the lines in which its proxy said it hit an internal error (a bug)."""
+        if self.pump is not None:
+            self.pump.join(5)
+        while not self.events.empty():
+            self.seen.append(self.events.get_nowait())
+        return [e["line"] for e in self.seen if e.get("event") == "text" and "internal error" in e.get("line", "")]
+
+    def follow(self) -> None:
+        """Read the process's event lines (stderr, one JSON object each) into ``events`` from now on."""
+        assert self.process.stderr is not None
+        self.pump = threading.Thread(target=_pump, args=(self.process.stderr, self.events), daemon=True)
+        self.pump.start()
 
 
 def _pump(stream: Any, events: queue.Queue[dict[str, Any]]) -> None:
@@ -155,7 +170,7 @@ def start_gateway(gateway_env: dict[str, str], authsome_home: Path) -> Iterator[
         )
         gateway = Gateway(process, dict(gateway_env), authsome_home)
         started.append(gateway)
-        threading.Thread(target=_pump, args=(process.stderr, gateway.events), daemon=True).start()
+        gateway.follow()
         gateway.listen = gateway.wait_for(lambda e: e.get("event") in ("listening", "text"), 60).get("listen", "")
         assert gateway.listen, f"the gateway did not start: {gateway.seen}"
         return gateway
@@ -165,6 +180,8 @@ def start_gateway(gateway_env: dict[str, str], authsome_home: Path) -> Iterator[
         if gateway.process.poll() is None:
             gateway.process.kill()
             gateway.process.wait(10)
+    errors = [line for gateway in started for line in gateway.internal_errors()]
+    assert not errors, f"a gateway's proxy hit an internal error: {errors}"
 
 
 def client_env(agent_env: dict[str, str], **extra: str) -> dict[str, str]:

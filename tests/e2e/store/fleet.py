@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import trustme
-from tests.e2e.gateway.conftest import AUTHSOME, Gateway, Result, _pump
+from tests.e2e.gateway.conftest import AUTHSOME, Gateway, Result
 from tests.tls_server import TlsStandIn, on_thread, record_sni
 
 UPSTREAM_HOSTS = ("api.openai.com", "api.acme.test", "api.testidp.test")
@@ -284,7 +284,7 @@ class Fleet:
         )
         gateway = Gateway(process, env, self.home(index))
         self.gateways.append(gateway)
-        threading.Thread(target=_pump, args=(process.stderr, gateway.events), daemon=True).start()
+        gateway.follow()
         gateway.listen = gateway.wait_for(lambda e: e.get("event") in ("listening", "text"), 60).get("listen", "")
         assert gateway.listen, f"the gateway did not start: {gateway.seen}"
         return gateway
@@ -294,6 +294,8 @@ class Fleet:
             if gateway.process.poll() is None:
                 gateway.process.kill()
                 gateway.process.wait(10)
+        errors = [line for gateway in self.gateways for line in gateway.internal_errors()]
+        assert not errors, f"a replica's proxy hit an internal error: {errors}"
 
 
 def kill(gateway: Gateway) -> None:
