@@ -111,9 +111,11 @@ class User:
     gateway: bool = False
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        done = subprocess.run(
             [*self.prefix, *args], env=self.env, cwd=self.work, input=stdin, capture_output=True, text=True, timeout=120
         )
+        assert "internal error in the proxy" not in done.stderr, done.stderr  # a bug, whatever the test is about
+        return done
 
 
 def reachable_interpreter() -> list[str]:
