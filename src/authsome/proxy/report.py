@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, TypeAlias
 
 ERROR_HEADER = "X-Authsome-Error"
@@ -65,22 +65,14 @@ class RequestRecord:
         return f"{text} ({self.reason})" if self.reason and self.decision != "injected" else text
 
     def to_dict(self) -> dict[str, object]:
-        """The audit record's fields (a plain dict; ``dataclasses.asdict`` costs several times more per request)."""
-        data: dict[str, object] = {
-            "decision": self.decision,
-            "method": self.method,
-            "host": self.host,
-            "port": self.port,
-            "path": self.path,
-            "provider": self.provider,
-            "connection": self.connection,
-            "reason": self.reason,
-            "status": self.status,
-            "duration_ms": self.duration_ms,
-        }
+        """The audit record's fields (read by name: ``dataclasses.asdict`` costs several times more per request)."""
+        data: dict[str, object] = {name: getattr(self, name) for name in _RECORDED}
         if self.agent is not None:  # a run's records stay as they were
             data["agent"] = self.agent
         return data
+
+
+_RECORDED = tuple(f.name for f in fields(RequestRecord) if f.name not in ("agent", "answered"))
 
 
 def error_body(code: str, message: str, **details: object) -> bytes:
