@@ -321,10 +321,7 @@ def _serve(
             return 128 + relay.pending
         return _run_child(plan.command, env, relay, config, sandbox, server)
     finally:
-        started = server.ready.is_set()
-        server.stop(wait=started)  # a start still under way is not waited for: nobody is left to use it
-        if not started:
-            listener.close()
+        server.stop(wait=server.ready.is_set())  # a start still under way is not waited for: nobody is left to use it
         trusted.close()
 
 

@@ -171,11 +171,25 @@ class ProxyServer:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 master.shutdown()
         elif loop is not None and not loop.is_closed():  # still importing mitmproxy
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.front.close)
+            try:
+                loop.call_soon_threadsafe(self._close_front)
+            except RuntimeError:  # the loop closed meanwhile
+                self._close_listener()
+        else:
+            self._close_listener()  # no loop (yet, or any more) serves it
         if self._thread is not None and (wait or self.ready.is_set()):
             self._thread.join(STOP_TIMEOUT)
         logging.getLogger("mitmproxy").removeHandler(self._log)
+
+    def _close_front(self) -> None:
+        """On the loop: the front door, then its listening socket. Never closed from another thread while the loop may
+        still be using it (its file descriptor would be gone when the loop stops serving it)."""
+        self.front.close()
+        self._close_listener()
+
+    def _close_listener(self) -> None:
+        if self.options.listener is not None:
+            self.options.listener.close()
 
     def _serve(self, ready: threading.Event) -> None:
         try:

@@ -215,3 +215,13 @@ sys.exit(run_command(RunConfig(
     result = run(py(inner), providers=(bundled("openai"),))
     assert result.code == 0, result.err
     assert standin.last().headers["authorization"] == f"Bearer {SECRETS['openai']}-default"  # the outer run's
+
+
+def test_a_run_that_ends_before_its_proxy_has_started_prints_nothing(authsome_home: Path, tmp_path: Path) -> None:
+    """`run -- true` usually ends while mitmproxy is still being imported: the proxy is stopped without a trace (the
+    front door's socket was once closed under the loop still serving it, and asyncio printed a traceback)."""
+    authsome = str(Path(sys.executable).with_name("authsome"))
+    env = base_env({"AUTHSOME_HOME": str(authsome_home), "AUTHSOME_KEY_SOURCE": "file", "HOME": str(tmp_path)})
+    for _ in range(8):
+        done = subprocess.run([authsome, "run", "--", "true"], env=env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
