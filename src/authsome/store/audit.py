@@ -1,9 +1,10 @@
 """An append-only, hash-chained audit trail per profile (``profiles/<name>/audit.jsonl``).
 
 Each line is a JSON object with ``seq``, ``ts``, ``event`` and event fields, ``prev`` (the previous line's ``mac``)
-and ``mac`` = HMAC-SHA256 over the canonical line, keyed by a subkey of the master key. Editing, reordering or
-deleting a line breaks the chain; the newest ``seq``/``mac`` is also kept in the store, so cutting lines off the end
-is detected too. Records never hold secrets, query strings or bodies.
+and ``mac`` = HMAC-SHA256 over the canonical encoding of the rest (sorted keys, no spaces), keyed by a subkey of the
+master key. A line is written as that canonical encoding with ``mac`` appended last: one encoding per record. Editing,
+reordering or deleting a line breaks the chain; the newest ``seq``/``mac`` is also kept in the store, so cutting lines
+off the end is detected too. Records never hold secrets, query strings or bodies.
 
 Records are written a batch at a time (group commit): one lock, one ``write``, one ``fsync`` and one update of the
 head in the store per batch. :meth:`AuditLog.append` writes a batch of one and returns when it is on disk;
@@ -92,9 +93,12 @@ class AuditLog:
         return self._key
 
     def _mac(self, body: Mapping[str, Any]) -> str:
+        return self._mac_of(_canonical(body))
+
+    def _mac_of(self, canonical: str) -> str:
         from authsome.store import crypto
 
-        return crypto.mac(self._mac_key(), _canonical(body))
+        return crypto.mac(self._mac_key(), canonical.encode())
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Add one record and return it once it is on disk."""
@@ -108,8 +112,8 @@ class AuditLog:
         with file_lock(self.lock_path):
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
             try:
-                records = self._chained(_last_record(fd), entries)
-                _write_all(fd, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+                records, lines = self._chained(_last_record(fd), entries)
+                _write_all(fd, "".join(line + "\n" for line in lines).encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -121,17 +125,20 @@ class AuditLog:
                 txn.write(HEAD_KEY, {"seq": seq, "mac": mac}, {})
         return records
 
-    def _chained(self, last: Mapping[str, Any] | None, entries: Sequence[Entry]) -> list[dict[str, Any]]:
-        """``entries`` as records that extend the chain after ``last`` (None: the trail is empty)."""
+    def _chained(
+        self, last: Mapping[str, Any] | None, entries: Sequence[Entry]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """``entries`` as records that extend the chain after ``last`` (None: the trail is empty), and their lines."""
         seq, prev = (int(last["seq"]), str(last["mac"])) if last else (0, GENESIS)
-        records, now = [], round(time.time(), 3)
+        records, lines, now = [], [], round(time.time(), 3)
         for event, fields in entries:
             seq += 1
             body = {"seq": seq, "ts": now, "event": event, **fields, "prev": prev}
-            record = {**body, "mac": self._mac(body)}
-            records.append(record)
-            prev = record["mac"]
-        return records
+            canonical = _canonical(body)
+            prev = body["mac"] = self._mac_of(canonical)
+            records.append(body)
+            lines.append(f'{canonical[:-1]},"mac":"{prev}"}}')  # the canonical body with its MAC last
+        return records, lines
 
     def submit(self, event: str, **fields: Any) -> None:
         """Queue one record for the background writer; it is on disk at most ``MAX_DELAY`` plus a write later."""
@@ -283,8 +290,12 @@ def _warn_once() -> Callable[[BaseException], None]:
     return warn
 
 
-def _canonical(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # (json.dumps builds an encoder per call)
+
+
+def _canonical(body: Mapping[str, Any]) -> str:
+    """What a record's MAC covers: its fields but ``mac``, as JSON with sorted keys and no spaces."""
+    return _CANONICAL.encode(body)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -38,6 +38,21 @@ def test_append_and_verify(tmp_path: Path) -> None:
     assert (log.path.stat().st_mode & 0o777) == 0o600
 
 
+def test_a_trail_written_with_spaced_sorted_lines_still_verifies_and_grows(tmp_path: Path) -> None:
+    """Lines used to be written as ``json.dumps(record, sort_keys=True)``; a trail from then keeps verifying, and new
+    records chain onto its last line."""
+    log = make_log(tmp_path / "h")
+    fill(log, 3)
+    old_style = [json.dumps(json.loads(line), sort_keys=True) for line in log.path.read_text().splitlines()]
+    log.path.write_text("\n".join(old_style) + "\n")
+    assert ", " in old_style[0] and log.verify().ok
+    fill(log, 2)
+    lines = log.path.read_text().splitlines()
+    assert lines[:3] == old_style and len(lines) == 5
+    assert json.loads(lines[3])["prev"] == json.loads(lines[2])["mac"]
+    assert log.verify().ok and log.verify().records == 5
+
+
 def test_edit_is_detected(tmp_path: Path) -> None:
     log = make_log(tmp_path / "h")
     fill(log)

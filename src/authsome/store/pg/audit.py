@@ -57,11 +57,11 @@ class PgAuditLog(AuditLog):
         row = txn.conn.execute(
             "SELECT line FROM authsome_audit WHERE profile = %s ORDER BY seq DESC LIMIT 1", (self.pg.profile,)
         ).fetchone()
-        records = self._chained(json.loads(row[0]) if row else None, entries)
+        records, lines = self._chained(json.loads(row[0]) if row else None, entries)
         with txn.conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO authsome_audit (profile, seq, line) VALUES (%s, %s, %s)",
-                [(self.pg.profile, r["seq"], json.dumps(r, sort_keys=True)) for r in records],
+                [(self.pg.profile, r["seq"], line) for r, line in zip(records, lines, strict=True)],
             )
         txn.write(HEAD_KEY, {"seq": records[-1]["seq"], "mac": records[-1]["mac"]}, {})
         return records
