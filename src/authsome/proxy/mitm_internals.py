@@ -7,7 +7,8 @@ each against the installed mitmproxy, and CI runs them on both lines it installs
 * :func:`load_mitmproxy` — ``mitmproxy.addons`` is imported without its package ``__init__`` (which imports every
   addon, a web framework and an LDAP client); modules a run never uses (:data:`DEFERRED_MODULES`, and the pyparsing
   grammar of ``mitmproxy.command_lexer``) run their bodies on first use.
-* ``http.MessageData.__post_init__`` (type checks that exist only without ``-O``) is skipped.
+* ``http.MessageData.__post_init__`` and ``proxy.utils.expect``'s event checks (type checks that exist only without
+  ``-O``) are skipped.
 * ``HttpUpstreamProxy.on_handshake_error`` keeps a chained proxy's refusal on the server connection.
 * ``certs.load_pem_private_key`` loads the CA key without cryptography's RSA re-check.
 * :func:`connection_handler` — each proxy server's ``handle_stream``, the per-connection entry point the front door
@@ -111,6 +112,7 @@ def load_mitmproxy() -> None:
     """Make ``mitmproxy.addons`` importable without its eager ``__init__`` (idempotent)."""
     defer_unused_imports()
     _skip_message_type_checks()
+    _skip_event_type_checks()
     _keep_upstream_proxy_errors()
     load_ca_key_without_rsa_recheck()
     if _ADDONS_PACKAGE in sys.modules:
@@ -137,6 +139,30 @@ def _skip_message_type_checks() -> None:
 
     if "__post_init__" in vars(http.MessageData):
         http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
+
+
+def _skip_event_type_checks() -> None:
+    """Build mitmproxy's protocol layers without the event type check each state handler gets unless Python runs with
+    ``-O`` (``proxy.utils.expect``: a wrapper around every state handler call, a few percent of the proxy's time).
+
+    It must run before the layers are imported (they apply it when their classes are made); if they were imported
+    already, their checks stay.
+    """
+    from mitmproxy.proxy import utils
+
+    if "mitmproxy.proxy.layers" in sys.modules or getattr(utils.expect, "_authsome_unchecked", False):
+        return
+
+    def expect(*_event_types: type) -> Any:
+        return _unchanged
+
+    expect._authsome_unchecked = True  # type: ignore[attr-defined]
+    utils.expect = expect
+
+
+def _unchanged(handler: Any) -> Any:
+    """What ``proxy.utils.expect(...)`` returns under ``python -O``: the handler itself."""
+    return handler
 
 
 def _keep_upstream_proxy_errors() -> None:

@@ -18,8 +18,10 @@ import json
 from mitmproxy import certs, http
 from mitmproxy.proxy.layers.http import _upstream_proxy
 from mitmproxy.proxy import mode_servers
+from mitmproxy.proxy.layers.http import HttpStream
 print(json.dumps({
     "post_init": "__post_init__" in vars(http.MessageData),
+    "event_checks": hasattr(HttpStream.state_wait_for_request_headers, "__wrapped__"),
     "handshake_error": callable(getattr(_upstream_proxy.HttpUpstreamProxy, "on_handshake_error", None)),
     "key_loader": callable(getattr(certs, "load_pem_private_key", None)),
     "handle_stream": callable(getattr(mode_servers.ServerInstance, "handle_stream", None)),
@@ -31,8 +33,9 @@ from authsome.proxy import mitm_internals, tls
 mitm_internals.load_mitmproxy()
 mitm_internals.import_mitmproxy()
 from mitmproxy import certs, http
-from mitmproxy.proxy.layers.http import _upstream_proxy
+from mitmproxy.proxy.layers.http import HttpStream, _upstream_proxy
 print(json.dumps({
+    "event_checks": hasattr(HttpStream.state_wait_for_request_headers, "__wrapped__"),
     "post_init": "__post_init__" in vars(http.MessageData) and http.MessageData.__post_init__.__name__ != "_no_check",
     "handshake_error": getattr(_upstream_proxy.HttpUpstreamProxy, "_authsome_keeps_errors", False),
     "key_loader": certs.load_pem_private_key is tls.load_private_key,
@@ -49,12 +52,19 @@ def _probe(code: str) -> dict[str, object]:
 
 
 def test_every_internal_authsome_relies_on_is_there() -> None:
-    assert _probe(BEFORE) == {"post_init": True, "handshake_error": True, "key_loader": True, "handle_stream": True}
+    assert _probe(BEFORE) == {
+        "post_init": True,
+        "event_checks": True,  # proxy.utils.expect wraps each state handler
+        "handshake_error": True,
+        "key_loader": True,
+        "handle_stream": True,
+    }
 
 
 def test_each_patch_takes_and_what_a_run_never_uses_stays_unloaded() -> None:
     assert _probe(AFTER) == {
         "post_init": False,  # the per-message type checks are off
+        "event_checks": False,  # and so are the per-event ones
         "handshake_error": True,
         "key_loader": True,
         "addons_init_ran": False,  # mitmproxy.addons' __init__ (every addon) never ran
