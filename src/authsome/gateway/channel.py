@@ -3,9 +3,10 @@
 Supervisor → worker: ``options`` (first: the worker's :class:`~authsome.gateway.service.GatewayOptions`), then the
 agents of the runs being served (``add``, ``begin``, ``drop``), and ``synced`` once the worker has heard of every
 one that exists. Worker → supervisor: ``ack`` for each ``add``/``begin``/``drop`` (in order), ``serving`` once it
-accepts connections, and ``line`` for what a served run is shown (its warnings, its ``--verbose`` lines). What
-crosses this line is what the control socket deals in: agent names, token hashes and rights; never a token or a
-credential.
+accepts connections, and ``line`` for what a served run is shown (its warnings, its ``--verbose`` lines). Both ways:
+``failed`` (a source address that sent a wrong proxy credential, passed on to the other workers). What crosses this
+line is what the control socket deals in: agent names, token hashes, rights and client addresses; never a token or
+a credential.
 """
 
 from __future__ import annotations

@@ -216,7 +216,10 @@ def _serve(config: GatewayConfig, log: EventLog, worker: WorkerChannel | None = 
     reporter = GatewayReporter(log, config.audit, runs)
     lookup = lookup_with(runs, config.lookup)
     kind = _Replicated if config.watch is not None else AgentAuthenticator
-    authenticator = kind(lookup, config.routes_for, limiter=FailureLimiter(), on_denied=log.denied)
+    limiter = FailureLimiter()
+    if worker is not None:  # the other workers count this worker's wrong credentials, and it theirs
+        limiter.on_failed, worker.heard_failure = worker.failed, limiter.heard
+    authenticator = kind(lookup, config.routes_for, limiter=limiter, on_denied=log.denied)
     runs.on_drop = authenticator.forget
     ready = threading.Event()
     inflight = InFlight()

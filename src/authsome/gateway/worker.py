@@ -85,6 +85,7 @@ class WorkerChannel:
         self.runs = RunAgents()
         self.synced = threading.Event()
         self.flush: Callable[[], None] | None = None  # the audit trail's: a run's records on disk before it is told
+        self.heard_failure: Callable[[str], None] | None = None  # a wrong credential another worker saw
         try:
             self.channel = Channel(socket.socket(fileno=link.channel_fd), "worker")
         except OSError:
@@ -110,6 +111,10 @@ class WorkerChannel:
     def serving(self, port: int) -> None:
         self.channel.send({"op": "serving", "pid": os.getpid(), "port": port})
 
+    def failed(self, address: str) -> None:
+        """A wrong proxy credential from ``address`` here: the other workers count it too (via the supervisor)."""
+        self.channel.send({"op": "failed", "address": address})
+
     def close(self) -> None:
         self.channel.close()
 
@@ -118,6 +123,10 @@ class WorkerChannel:
             op = message.get("op")
             if op == "synced":
                 self.synced.set()
+                continue
+            if op == "failed":  # (not acknowledged: nobody waits for it)
+                if self.heard_failure is not None and isinstance(message.get("address"), str):
+                    self.heard_failure(message["address"])
                 continue
             # A malformed change is acknowledged all the same (nobody must wait for it); RuntimeError: the
             # authenticator's cache changed while a dropped agent was swept from it (from this thread).

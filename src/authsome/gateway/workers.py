@@ -20,8 +20,9 @@ agent; it serves no request itself.
 
 What the workers share needs no help from here: the store serialises refreshes across processes (a lock, a re-read,
 then a refresh only if still needed), and the audit trail is appended under its own lock with the chain's last
-record re-read each time, so every process extends the same chain. Each worker counts wrong proxy credentials on its
-own: an address locked out by one worker may try again on another (at most N times the attempts of one process).
+record re-read each time, so every process extends the same chain. Wrong proxy credentials are counted by every
+worker: each tells the supervisor of its own, which passes them on to the others, so an address locked out by one
+worker is locked out by all (give or take the attempts in flight while the news travels).
 """
 
 from __future__ import annotations
@@ -229,9 +230,18 @@ class Pool:
                 worker.error = (str(message.get("message")), str(message["hint"]) if message.get("hint") else None)
             elif op == "line" and isinstance(message.get("message"), dict):
                 self.on_line(str(message.get("agent")), message["message"])
+            elif op == "failed" and isinstance(message.get("address"), str):
+                self._tell_others(worker, {"op": "failed", "address": message["address"]})
         with self._changed:
             worker.alive = False
             self._changed.notify_all()
+
+    def _tell_others(self, source: Worker, message: Mapping[str, Any]) -> None:
+        """Pass a worker's wrong-credential count on to the others (no acknowledgement: nobody waits for it)."""
+        with self._lock:
+            others = [w for w in self.workers.values() if w is not source and w.alive]
+        for worker in others:
+            worker.channel.send(message)
 
     # -- tending -------------------------------------------------------------------------------------------------
     def tend(self) -> None:

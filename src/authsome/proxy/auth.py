@@ -21,6 +21,7 @@ import binascii
 import hmac
 import ipaddress
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -143,6 +144,8 @@ class FailureLimiter:
 
     An address whose bucket is empty is refused (429) before its credentials are even looked at, so a brute-force
     guesser gets ``burst`` tries, then one every ``refill`` seconds. At most ``max_addresses`` are remembered.
+    ``on_failed`` hears of each failure counted here; :meth:`heard` counts one another process saw (the gateway's
+    workers share their failures this way). Safe from any thread.
     """
 
     def __init__(
@@ -157,7 +160,9 @@ class FailureLimiter:
         self.refill = refill
         self.max_addresses = max_addresses
         self.clock = clock
+        self.on_failed: Callable[[str], None] | None = None
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (failures still allowed, as of when)
+        self._lock = threading.Lock()
 
     def _level(self, address: str, now: float) -> float:
         allowed, since = self._buckets.get(address, (float(self.burst), now))
@@ -168,20 +173,28 @@ class FailureLimiter:
         if address is None or address not in self._buckets:
             return None
         now = self.clock()
-        level = self._level(address, now)
+        with self._lock:
+            level = self._level(address, now)
         if level >= 1:
             return None
         return max(1, math.ceil((1 - level) * self.refill))
 
     def failed(self, address: str | None) -> None:
-        """Count one wrong credential from ``address``."""
+        """Count one wrong credential from ``address`` (and tell ``on_failed``)."""
         if address is None:
             return
+        self.heard(address)
+        if self.on_failed is not None:
+            self.on_failed(address)
+
+    def heard(self, address: str) -> None:
+        """Count one wrong credential from ``address`` that another process saw."""
         now = self.clock()
-        level = self._level(address, now)
-        if address not in self._buckets and len(self._buckets) >= self.max_addresses:
-            self._forget(now)
-        self._buckets[address] = (max(0.0, level - 1), now)
+        with self._lock:
+            level = self._level(address, now)
+            if address not in self._buckets and len(self._buckets) >= self.max_addresses:
+                self._forget(now)
+            self._buckets[address] = (max(0.0, level - 1), now)
 
     def _forget(self, now: float) -> None:
         """Drop the addresses whose bucket is full again (they are as good as new); the oldest half if none is."""

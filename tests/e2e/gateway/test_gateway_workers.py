@@ -26,6 +26,7 @@ from .conftest import (
     Gateway,
     StartGateway,
     client_env,
+    curl,
     login_all,
     py,
     run_client,
@@ -180,6 +181,39 @@ def test_a_run_is_served_by_every_worker_and_refused_by_every_worker_once_ended(
     finally:
         os.kill(refusers[0], signal.SIGCONT)
     assert sorted(refusers) == sorted(pids)
+
+
+def test_an_address_locked_out_by_one_worker_is_locked_out_by_every_worker(
+    start_gateway: StartGateway, tls_server: StandIn
+) -> None:
+    gateway, (first, second) = started(start_gateway)
+    alice = gateway.agent("alice", "--provider", "openai")
+    env = client_env(gateway.agent_env("alice", alice))
+    base = f"127.0.0.1:{gateway.port}"
+    tls_server.seen.clear()
+
+    def connect_status(token: str) -> str:
+        """The status of the CONNECT for api.openai.com as alice with ``token`` (curl's own connection each time)."""
+        argv = curl(OPENAI_MODELS, "-s", "-x", f"http://alice:{token}@{base}", "-w", " %{http_connect}")
+        return run_client(argv, env).out.split()[-1]
+
+    # ten wrong tokens, all taken by the first worker (the second is stopped meanwhile): the tenth locks the address
+    os.kill(second, signal.SIGSTOP)
+    try:
+        assert [connect_status("guess") for _ in range(10)] == ["407"] * 10
+    finally:
+        os.kill(second, signal.SIGCONT)
+    refused = events(gateway, lambda e: e.get("event") == "denied", 10)
+    assert {e["worker_pid"] for e in refused} == {first}
+    # the second worker heard of them: it refuses even alice's right token from that address, until it refills
+    os.kill(first, signal.SIGSTOP)
+    try:
+        assert connect_status(alice) == "429"
+    finally:
+        os.kill(first, signal.SIGCONT)
+    locked = events(gateway, lambda e: e.get("event") == "denied" and e.get("status") == 429, 1)
+    assert [e["worker_pid"] for e in locked] == [second]
+    assert tls_server.seen == []  # no request went upstream
 
 
 def _gone(pid: int) -> bool:

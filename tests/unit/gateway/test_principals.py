@@ -162,6 +162,18 @@ def test_limiter_forgets_full_buckets_first() -> None:
     assert limiter.blocked(None) is None and time.monotonic() - started < 1
 
 
+def test_limiter_tells_of_its_own_failures_and_counts_those_it_hears_of() -> None:
+    clock = Clock()
+    told: list[str] = []
+    limiter = FailureLimiter(burst=2, refill=10, clock=clock)
+    limiter.on_failed = told.append
+    limiter.failed("10.0.0.1")
+    limiter.failed(None)  # (no address: nothing to count or tell)
+    assert told == ["10.0.0.1"] and limiter.blocked("10.0.0.1") is None
+    limiter.heard("10.0.0.1")  # another worker's: counted, not told again
+    assert told == ["10.0.0.1"] and limiter.blocked("10.0.0.1") == 10
+
+
 def test_agents_never_reach_the_gateway_hosts_own_addresses() -> None:
     auth, _, _, _, _ = make(agent())
     who = auth.authenticate(basic("alice", TOKEN), None)
