@@ -68,6 +68,7 @@ class Gateway:
         proc = subprocess.run(
             [AUTHSOME, *args], input=input or "", capture_output=True, text=True, env=self.env, timeout=60
         )
+        assert "internal error in the proxy" not in proc.stderr, proc.stderr  # (a run's own proxy, say): a bug
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
