@@ -42,6 +42,13 @@ _CONNECTION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _RECORD = "authsome.record"
 _START = "authsome.start"
 _SECRETS = "authsome.secrets"
+_CONNECTION_NAME = CONNECTION_HEADER.lower().encode()
+_OVERRIDE_NAMES = frozenset(name.lower().encode() for name in METHOD_OVERRIDE_HEADERS)
+
+
+def _method_overrides(request: http.Request) -> list[str]:
+    """The methods a request's override headers name (the policy judges each as well as its own method)."""
+    return [value for name in METHOD_OVERRIDE_HEADERS for value in request.headers.get_all(name)]
 
 
 def split_authority(value: str, default_port: int) -> Address | None:
@@ -150,9 +157,12 @@ class Injector:
                 self._note(flow, record)
             return
         flow.metadata[_START] = time.monotonic()
-        for name in {n for n in request.headers if n.lower().startswith("proxy-")}:
-            del request.headers[name]  # never upstream: the per-run proxy credential must not leak
-        chosen = request.headers.pop(CONNECTION_HEADER, None)
+        names = {name.lower() for name, _ in request.headers.fields}  # (one pass; most requests have none of these)
+        if any(name.startswith(b"proxy-") for name in names):
+            for name in {n for n in request.headers if n.lower().startswith("proxy-")}:
+                del request.headers[name]  # never upstream: the per-run proxy credential must not leak
+        chosen = request.headers.pop(CONNECTION_HEADER, None) if _CONNECTION_NAME in names else None
+        overrides = _method_overrides(request) if not _OVERRIDE_NAMES.isdisjoint(names) else []
         target = self.targets.get(flow.client_conn.id)
         if target is None or request.scheme != "https":
             where = split_authority(request.pretty_host, request.port) or (request.pretty_host, request.port)
@@ -181,7 +191,7 @@ class Injector:
         elif isinstance(decision, NoMatch):
             self._passthrough(flow, target, decision.reason)
         else:
-            await self._inject(flow, target, decision, chosen)
+            await self._inject(flow, target, decision, chosen, overrides)
         if flow.response is None and target[0] != ONBOARDING_HOST:
             request.stream = True  # uploads go through without being buffered
 
@@ -248,7 +258,9 @@ class Injector:
         self._connect_errors.pop(client.id, None)
 
     # -- decisions -----------------------------------------------------------------------------------------------
-    async def _inject(self, flow: http.HTTPFlow, target: Address, match: Match, chosen: str | None) -> None:
+    async def _inject(
+        self, flow: http.HTTPFlow, target: Address, match: Match, chosen: str | None, overrides: list[str]
+    ) -> None:
         request = flow.request
         connection = match.connection
         if chosen is not None:
@@ -292,7 +304,6 @@ class Injector:
                 f"send the request to {target[0]} in the CONNECT, the TLS SNI and the Host header alike",
             )
             return
-        overrides = [value for name in METHOD_OVERRIDE_HEADERS for value in request.headers.get_all(name)]
         policy = principal.policy if principal is not None else self.policy
         verdict = policy.check(match.provider, connection, request.method, path_only(request.path), overrides)
         if not verdict.allowed:
