@@ -134,6 +134,7 @@ class AuditLog:
         for event, fields in entries:
             seq += 1
             body = {"seq": seq, "ts": now, "event": event, **fields, "prev": prev}
+            body.pop("mac", None)  # (the record's own, never a field's)
             canonical = _canonical(body)
             prev = body["mac"] = self._mac_of(canonical)
             records.append(body)
