@@ -83,7 +83,13 @@ def test_plain_http_without_a_context() -> None:
 def test_the_server_is_shut_down_and_closed_even_when_the_block_fails(ca: trustme.CA) -> None:
     server_context, _ = _contexts(ca)
     server = TlsStandIn(_Hello, server_context)
+    others = set(_serving())  # (other tests' stand-ins may be serving in this process)
     with pytest.raises(RuntimeError), on_thread(server):
+        assert len(set(_serving()) - others) == 1
         raise RuntimeError("the test failed")
     assert server.socket.fileno() == -1  # closed
-    assert not [t for t in threading.enumerate() if t.name == "test-stand-in" and t.is_alive()]
+    assert set(_serving()) - others == set()  # and its thread is gone
+
+
+def _serving() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "test-stand-in" and t.is_alive()]
