@@ -8,12 +8,13 @@ each against the installed mitmproxy, and CI runs them on both lines it installs
   addon, a web framework and an LDAP client); modules a run never uses (:data:`DEFERRED_MODULES`, and the pyparsing
   grammar of ``mitmproxy.command_lexer``) run their bodies on first use.
 * ``http.MessageData.__post_init__`` and ``proxy.utils.expect``'s event checks (type checks that exist only without
-  ``-O``) are skipped.
+  ``-O``) are skipped, and so is ``utils.asyncio_utils.set_task_debug_info``'s look-up of ``PYTEST_CURRENT_TEST``.
 * ``HttpUpstreamProxy.on_handshake_error`` keeps a chained proxy's refusal on the server connection.
 * ``certs.load_pem_private_key`` loads the CA key without cryptography's RSA re-check.
 * :func:`connection_handler` — each proxy server's ``handle_stream``, the per-connection entry point the front door
   hands connections to in-process.
-* :func:`install_hook_dispatch` — ``AddonManager``'s ``chain``, ``_iter_hooks`` and ``_configure_all``.
+* :func:`install_hook_dispatch` — ``AddonManager``'s ``chain``, ``_iter_hooks``, ``_configure_all`` and
+  ``handle_lifecycle``.
 
 (:func:`authsome.proxy.tls.tls_addon` subclasses the ``TlsConfig`` addon and overrides its ``get_cert`` and
 ``running``: an addon's own methods rather than the core's.)
@@ -26,6 +27,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import time
 import types
 from typing import Any
 
@@ -113,6 +115,7 @@ def load_mitmproxy() -> None:
     defer_unused_imports()
     _skip_message_type_checks()
     _skip_event_type_checks()
+    _skip_test_names_in_tasks()
     _keep_upstream_proxy_errors()
     load_ca_key_without_rsa_recheck()
     if _ADDONS_PACKAGE in sys.modules:
@@ -152,6 +155,26 @@ def _skip_event_type_checks() -> None:
 
     if "mitmproxy.proxy.layers" not in sys.modules:
         utils.expect = _unchecked
+
+
+def _skip_test_names_in_tasks() -> None:
+    """Name mitmproxy's tasks as under ``-O``: without reading ``os.environ["PYTEST_CURRENT_TEST"]`` for each one.
+
+    mitmproxy starts a task per hook (four per request) and marks each with the pytest test that made it, which costs
+    an environment look-up every time (about 2% of keep-alive throughput). Its ``create_task`` reads this function
+    from its module on each call.
+    """
+    from mitmproxy.utils import asyncio_utils
+
+    asyncio_utils.set_task_debug_info = _set_task_debug_info
+
+
+def _set_task_debug_info(task: Any, *, name: str, client: tuple[Any, ...] | None = None) -> None:
+    """``asyncio_utils.set_task_debug_info`` as under ``python -O``: the creation time, the name, the client."""
+    task.created = time.time()
+    task.set_name(name)
+    if client:
+        task.client = client
 
 
 def _unchecked(*_event_types: type) -> Any:
@@ -234,7 +257,7 @@ def _hook_dispatch() -> type:
     found again whenever the chain changes. Hooks run in chain order, an addon's error is logged as mitmproxy logs it,
     and ``AddonHalt`` still stops the chain.
     """
-    from mitmproxy import addonmanager, exceptions, hooks
+    from mitmproxy import addonmanager, exceptions, flow, hooks
 
     manager: Any = addonmanager.AddonManager  # untyped in mitmproxy
 
@@ -260,12 +283,24 @@ def _hook_dispatch() -> type:
             super().clear()
             self._hooks.clear()
 
-        async def trigger_event(self, event: hooks.Hook) -> None:
+        async def handle_lifecycle(self, event: hooks.Hook) -> None:
+            """The event, then (for a flow's event) ``update``, as mitmproxy does; but no ``update`` is made when no
+            addon has that hook, as none of a run's has (it would follow each of a request's four hooks)."""
+            await self.trigger_event(event)
+            if self._found(_UPDATE):
+                message = event.args()[0]
+                if isinstance(message, flow.Flow):
+                    await self.trigger_event(hooks.UpdateHook([message]))
+
+        def _found(self, event: hooks.Hook) -> list[tuple[Any, Any]]:
             found = self._hooks.get(event.name)
             if found is None:
                 found = [pair for addon in self.chain for pair in self._iter_hooks(addon, event)]
                 self._hooks[event.name] = found
-            for _addon, func in found:
+            return found
+
+        async def trigger_event(self, event: hooks.Hook) -> None:
+            for _addon, func in self._found(event):
                 try:
                     with addonmanager.safecall():
                         result = func(*event.args())
@@ -274,4 +309,5 @@ def _hook_dispatch() -> type:
                 except exceptions.AddonHalt:
                     return
 
+    _UPDATE = hooks.UpdateHook([])
     return HookDispatch

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from authsome.providers.hosts import split_host_port
 from authsome.proxy import splice, upstream
 from authsome.proxy.auth import LOCAL_REFUSAL, REALM, Authenticator, Denied, Principal, RunCredential, reason_phrase
+from authsome.proxy.cork import CorkedTransport
 from authsome.proxy.report import ERROR_HEADER, Reporter, RequestRecord, error_body
 from authsome.proxy.routing import Router
 from authsome.proxy.upstream import UpstreamError, describe, verdict
@@ -400,7 +401,7 @@ class FrontDoor:
         client.buffer.clear()
         if client.eof:
             reader.feed_eof()
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        writer = asyncio.StreamWriter(CorkedTransport(transport, loop), protocol, reader, loop)
         transport.resume_reading()
         await accept(reader, writer)
 

@@ -6,7 +6,8 @@ too): a connect, DNS lookup included, gives up after :data:`CONNECT_TIMEOUT` sec
 :class:`UpstreamError` whose text names the cause (``DNS lookup failed: …``, ``connection refused``, ``no answer
 within 30 s``, or the same about the chained upstream proxy). It also keeps each live socket by its local address,
 so that :class:`UpstreamHandshakes` (a mitmproxy addon) can close an upstream that accepted the TCP connection but
-never answers the TLS handshake. No mitmproxy import here: the addon's hooks take mitmproxy's objects as they come.
+never answers the TLS handshake. mitmproxy's own connections (stream protocols) are :mod:`corked
+<authsome.proxy.cork>`. No mitmproxy import here: the addon's hooks take mitmproxy's objects as they come.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from authsome.providers.hosts import split_host_port
+from authsome.proxy.cork import CorkedTransport
 
 CONNECT_TIMEOUT = 30.0  # seconds for DNS + TCP connect (+ TLS to an https:// upstream proxy)
 HANDSHAKE_TIMEOUT = 30.0  # seconds for an upstream server to finish the TLS handshake
@@ -95,6 +97,8 @@ class Connector:
             if host is not None and port is not None and self._is_proxy(host, port):
                 cause = f"the upstream proxy {host}:{port}: {cause}"
             raise UpstreamError(cause) from None
+        if isinstance(protocol, asyncio.StreamReaderProtocol) and isinstance(transport, asyncio.Transport):
+            transport = CorkedTransport(transport, asyncio.get_running_loop())  # mitmproxy's (see authsome.proxy.cork)
         sockname = transport.get_extra_info("sockname")
         if isinstance(sockname, tuple):
             self._live[(sockname[0], sockname[1])] = transport

@@ -91,3 +91,44 @@ def test_adding_and_removing_addons_is_seen_by_the_next_event() -> None:
 
     run_async(main())
     assert calls == ["a", "a", "b", "b"]
+
+
+class FlowWatcher:
+    """Records each request hook and each ``update`` that follows it."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def request(self, flow: object) -> None:
+        self.calls.append("request")
+
+    def update(self, flows: list[object]) -> None:
+        self.calls.append(f"update({len(flows)})")
+
+
+class RequestOnly:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def request(self, flow: object) -> None:
+        self.calls.append("request")
+
+
+def test_a_flow_event_is_followed_by_update_for_an_addon_that_has_that_hook() -> None:
+    from mitmproxy.http import HTTPFlow
+    from mitmproxy.proxy.layers.http import HttpRequestHook
+    from mitmproxy.test import tflow
+
+    calls: list[str] = []
+
+    async def main(addon: object) -> None:
+        master = Master(options.Options())
+        dispatch = install_hook_dispatch(master)
+        dispatch.add(addon)
+        flow: HTTPFlow = tflow.tflow()
+        await dispatch.handle_lifecycle(HttpRequestHook(flow))
+        dispatch.add(FlowWatcher(calls))  # a chain change is seen by the next event
+        await dispatch.handle_lifecycle(HttpRequestHook(flow))
+
+    run_async(main(RequestOnly(calls)))
+    assert calls == ["request", "request", "request", "update(1)"]

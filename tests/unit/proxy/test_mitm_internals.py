@@ -19,7 +19,9 @@ from mitmproxy import certs, http
 from mitmproxy.proxy.layers.http import _upstream_proxy
 from mitmproxy.proxy import mode_servers
 from mitmproxy.proxy.layers.http import HttpStream
+from mitmproxy.utils import asyncio_utils
 print(json.dumps({
+    "task_debug_info": "set_task_debug_info" in asyncio_utils.create_task.__code__.co_names,
     "post_init": "__post_init__" in vars(http.MessageData),
     "event_checks": hasattr(HttpStream.state_wait_for_request_headers, "__wrapped__"),
     "handshake_error": callable(getattr(_upstream_proxy.HttpUpstreamProxy, "on_handshake_error", None)),
@@ -34,7 +36,9 @@ mitm_internals.load_mitmproxy()
 mitm_internals.import_mitmproxy()
 from mitmproxy import certs, http
 from mitmproxy.proxy.layers.http import HttpStream, _upstream_proxy
+from mitmproxy.utils import asyncio_utils
 print(json.dumps({
+    "task_debug_info": asyncio_utils.set_task_debug_info is mitm_internals._set_task_debug_info,
     "event_checks": hasattr(HttpStream.state_wait_for_request_headers, "__wrapped__"),
     "post_init": "__post_init__" in vars(http.MessageData) and http.MessageData.__post_init__.__name__ != "_no_check",
     "handshake_error": getattr(_upstream_proxy.HttpUpstreamProxy, "_authsome_keeps_errors", False),
@@ -53,6 +57,7 @@ def _probe(code: str) -> dict[str, object]:
 
 def test_every_internal_authsome_relies_on_is_there() -> None:
     assert _probe(BEFORE) == {
+        "task_debug_info": True,  # create_task reads set_task_debug_info from its module on each call
         "post_init": True,
         "event_checks": True,  # proxy.utils.expect wraps each state handler
         "handshake_error": True,
@@ -63,6 +68,7 @@ def test_every_internal_authsome_relies_on_is_there() -> None:
 
 def test_each_patch_takes_and_what_a_run_never_uses_stays_unloaded() -> None:
     assert _probe(AFTER) == {
+        "task_debug_info": True,  # tasks are named without an environment look-up
         "post_init": False,  # the per-message type checks are off
         "event_checks": False,  # and so are the per-event ones
         "handshake_error": True,
