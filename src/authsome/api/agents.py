@@ -124,6 +124,7 @@ class AgentsAPI(Credentials):
 
         isolation.harden_process()  # before any secret is decrypted in this process
         from authsome.gateway.service import GatewayConfig, serve
+        from authsome.store.backend import failure_teller
 
         self.store.vault.master_key()  # a missing key or passphrase stops it here, not at an agent's first request
         agents = self.agents
@@ -137,6 +138,7 @@ class AgentsAPI(Credentials):
             files=self.gateway_files.ensure(),
             profile=self.profile,
             watch=self._watch_store if self.store_url else None,
+            tell_failure=failure_teller(self.store_url, self.profile),
             flush_audit=self.audit.flush,
         )
         if stop is not None:

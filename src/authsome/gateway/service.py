@@ -77,13 +77,15 @@ class GatewayConfig:
     stop: threading.Event = field(default_factory=threading.Event)  # set it (or send SIGTERM) to stop
     watch: Watch | None = None  # hears of changes other replicas make to a shared store, while the gateway runs
     flush_audit: Callable[[], None] | None = None  # returns once queued audit records are on disk (a run has ended)
+    tell_failure: Callable[[str], None] | None = None  # tells the replicas sharing the store of a wrong credential
 
 
 class _Replicated(AgentAuthenticator):
     """The authenticator of a gateway whose store other replicas change. What they change is queued by
     :meth:`heard` (on the listener's thread) and applied here, on the proxy's loop, before the next authentication: a
     changed agent is checked afresh; a changed provider or credential drops every agent's rights (rebuilt from the
-    store and the providers as they are now) and the credentials cached by the injector."""
+    store and the providers as they are now) and the credentials cached by the injector. A wrong credential another
+    process counted is counted here at once."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,7 +94,10 @@ class _Replicated(AgentAuthenticator):
         self._known: set[str] = set()  # agents that have rights cached
 
     def heard(self, what: str, name: str) -> None:
-        self._heard.append((what, name))
+        if what == "failure":  # another replica's (or worker's) wrong credential from address ``name``
+            self.limiter.heard(name)
+        else:
+            self._heard.append((what, name))
 
     def authenticate(self, header: str, peer: str | None) -> Verdict:
         if self._heard:
@@ -217,7 +222,9 @@ def _serve(config: GatewayConfig, log: EventLog, worker: WorkerChannel | None = 
     lookup = lookup_with(runs, config.lookup)
     kind = _Replicated if config.watch is not None else AgentAuthenticator
     limiter = FailureLimiter()
-    if worker is not None:  # the other workers count this worker's wrong credentials, and it theirs
+    if config.tell_failure is not None:  # every process serving a shared store counts the others' wrong credentials
+        limiter.on_failed = config.tell_failure  # (heard through config.watch: see _Replicated.heard)
+    elif worker is not None:  # the other workers count this worker's wrong credentials, and it theirs
         limiter.on_failed, worker.heard_failure = worker.failed, limiter.heard
     authenticator = kind(lookup, config.routes_for, limiter=limiter, on_denied=log.denied)
     runs.on_drop = authenticator.forget

@@ -249,8 +249,9 @@ def watch(
     """While the block runs, hear of the changes other processes (gateway replicas) make to a shared store, as they
     commit: ``changed(what, name)``, on a thread of its own, with ``what`` one of ``provider`` (a custom provider:
     read the providers again), ``agent`` (an agent of ``profile``: its name), ``credential`` (a connection or an
-    OAuth client of ``profile``: its record key) or ``all`` (anything may have changed: the database was out of
-    reach). With this machine's store there is nothing to hear."""
+    OAuth client of ``profile``: its record key), ``failure`` (a wrong proxy credential another process serving
+    ``profile`` counted: the source address; see :func:`failure_teller`) or ``all`` (anything may have changed: the
+    database was out of reach). With this machine's store there is nothing to hear."""
     if not url:
         yield
         return
@@ -261,6 +262,9 @@ def watch(
             changed("provider", change.name)
         elif change.kind == "all":
             changed("all", "")
+        elif change.kind == "failure":
+            if change.profile == profile:
+                changed("failure", change.name)
         elif change.profile == profile and change.name.startswith("agent/"):
             changed("agent", change.name.removeprefix("agent/"))
         elif change.profile == profile and change.name.startswith(("connection/", "client/")):
@@ -271,3 +275,15 @@ def watch(
         yield
     finally:
         listener.stop()
+
+
+def failure_teller(
+    url: str | None, profile: str, *, on_error: Callable[[BaseException], None] | None = None
+) -> Callable[[str], None] | None:
+    """With a shared store: ``tell(address)``, which lets every other process serving ``profile`` from it count a
+    wrong proxy credential this one saw (heard through :func:`watch`); returns at once. None with this machine's."""
+    if not url:
+        return None
+    from authsome.store import pg
+
+    return pg.changes.FailureTeller(pg.database(check_url(url)), profile, on_error=on_error).tell

@@ -6,10 +6,18 @@ delivers a notification when, and only if, its transaction commits, to every ses
 (the audit trail's head is left out: it moves with every batch). A :class:`Listener` holds one connection of its own
 (outside the pools), listens, and calls back on its own thread. A notification sent while it was not connected is
 lost, so after each (re)connection it reports :data:`EVERYTHING`: anything may have changed meanwhile.
+
+Wrong proxy credentials go on a channel of their own, ``authsome_failures`` (``<profile>:<origin>:<address>``), so
+that a gateway replica's brute-force limit counts the attempts every replica saw: :class:`FailureTeller` sends them
+(off the proxy's thread), the :class:`Listener` hears the others' (``origin`` tells this process's own apart).
+Notifications are best effort: one sent while a replica was not listening is not counted there.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +26,7 @@ from authsome.store.pg.database import Database
 from authsome.store.pg.schema import Conn
 
 CHANNEL = "authsome_changes"
+FAILURES = "authsome_failures"
 RETRY = 2.0  # seconds between two attempts to reach a lost database
 WAKE = 0.25  # seconds between two checks of the stop flag while nothing arrives (how long a stop waits)
 SILENT_PREFIXES = ("audit/",)  # records whose writes notify nobody
@@ -27,9 +36,10 @@ SILENT_PREFIXES = ("audit/",)  # records whose writes notify nobody
 class Change:
     """One change: a custom provider (``profile`` None), a record of a profile, or everything (``kind`` "all")."""
 
-    kind: str  # "provider" | "record" | "all"
+    kind: str  # "provider" | "record" | "all" | "failure"
     profile: str | None = None
-    name: str = ""  # the provider's name, or the record's key (or key prefix, for a removal by prefix)
+    name: str = ""  # the provider's name, the record's key (or key prefix, for a removal by prefix), or an address
+    origin: str = ""  # for a failure: the process that saw it (see origin())
 
 
 EVERYTHING = Change("all")
@@ -55,6 +65,53 @@ def parse(payload: str) -> Change:
     if kind == "record" and profile and key:
         return Change("record", profile, key)
     return EVERYTHING
+
+
+_ORIGINS: dict[int, str] = {}
+
+
+def origin() -> str:
+    """This process's name on the failures channel (a random token, new in each process)."""
+    return _ORIGINS.setdefault(os.getpid(), secrets.token_hex(8))
+
+
+def parse_failure(payload: str) -> Change | None:
+    """A failures-channel payload as a ``failure`` :class:`Change` (None when malformed)."""
+    profile, _, rest = payload.partition(":")
+    source, _, address = rest.partition(":")
+    if not (profile and source and address):
+        return None
+    return Change("failure", profile, address, source)
+
+
+class FailureTeller:
+    """Tells the other replicas of each wrong credential this process counted, on a daemon thread of its own (the
+    proxy's thread never waits for the database). A failure that cannot be sent is dropped and reported."""
+
+    def __init__(self, db: Database, profile: str, *, on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.db = db
+        self.profile = profile
+        self.on_error = on_error
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def tell(self, address: str) -> None:
+        with self._guard:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="authsome-failures", daemon=True)
+                self._thread.start()
+        self._queue.put(address)
+
+    def _run(self) -> None:
+        while True:
+            address = self._queue.get()
+            try:
+                with self.db.connection() as conn:
+                    conn.execute("SELECT pg_notify(%s, %s)", (FAILURES, f"{self.profile}:{origin()}:{address}"))
+            except Exception as exc:  # the database is out of reach: this failure counts here only
+                if self.on_error is not None:
+                    self.on_error(exc)
 
 
 class Listener:
@@ -86,13 +143,20 @@ class Listener:
             try:
                 with self.db.connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {FAILURES}")
                     self._tell(EVERYTHING)
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=WAKE):
-                            self._tell(parse(note.payload))
+                            self._hear(note.channel, note.payload)
             except Exception as exc:  # the database went away (or never came): try again
                 self._report(exc)
             self._stop.wait(RETRY)
+
+    def _hear(self, channel: str, payload: str) -> None:
+        if channel != FAILURES:
+            self._tell(parse(payload))
+        elif (failure := parse_failure(payload)) is not None and failure.origin != origin():
+            self._tell(failure)
 
     def _tell(self, change: Change) -> None:
         try:
