@@ -4,7 +4,8 @@ mitmproxy writes a message in pieces, each its own TLS record: a response's head
 its body. Each piece was a ``send()`` of its own, the largest single cost of a keep-alive request in the proxy's
 profile. :class:`CorkedTransport` keeps the pieces written while one event is handled and sends them together once
 the loop has handled it (``call_soon``), or before a ``close()``/``write_eof()``. The bytes and their order are
-unchanged; nothing waits longer than the loop's current turn.
+unchanged; nothing waits longer than the loop's current turn, and once :data:`FLUSH_AT` bytes are pending they go out
+at once (a large body is not held, and the wrapped transport's flow control sees it as before).
 
 Only mitmproxy's connections are corked (the client's, handed over by the front door, and mitmproxy's upstream
 connections); the front door's own relays move bytes as they come.
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+FLUSH_AT = 64 * 1024  # bytes pending that are sent without waiting for the end of the turn
+
 
 class CorkedTransport(asyncio.Transport):
     """Wraps a connected transport; everything but ``write`` is the wrapped transport's own."""
@@ -24,6 +27,7 @@ class CorkedTransport(asyncio.Transport):
         self._inner = inner
         self._loop = loop
         self._pending: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -31,6 +35,9 @@ class CorkedTransport(asyncio.Transport):
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
+        self._size += len(data)
+        if self._size >= FLUSH_AT:
+            self.flush()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -42,6 +49,7 @@ class CorkedTransport(asyncio.Transport):
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending.clear()
+        self._size = 0
         if not self._inner.is_closing():
             self._inner.write(data)
 
@@ -58,6 +66,7 @@ class CorkedTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self._pending.clear()
+        self._size = 0
         self._inner.abort()
 
     def is_closing(self) -> bool:
@@ -67,7 +76,7 @@ class CorkedTransport(asyncio.Transport):
         return self._inner.get_extra_info(name, default)
 
     def get_write_buffer_size(self) -> int:
-        return self._inner.get_write_buffer_size() + sum(map(len, self._pending))
+        return self._inner.get_write_buffer_size() + self._size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._inner.get_write_buffer_limits()

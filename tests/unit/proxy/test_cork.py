@@ -7,7 +7,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
-from authsome.proxy.cork import CorkedTransport
+from authsome.proxy.cork import FLUSH_AT, CorkedTransport
 
 from .conftest import run_async
 
@@ -60,6 +60,15 @@ def test_pieces_written_in_one_turn_go_out_in_one_write_in_order() -> None:
         await asyncio.sleep(0)
         assert sends[1:] == [b"next"]
         assert peer.recv(100) == b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhellonext"
+
+    _with_corked(body)
+
+
+def test_a_large_write_is_not_held() -> None:
+    async def body(corked: CorkedTransport, sends: list[bytes], peer: socket.socket) -> None:
+        corked.write(b"head")
+        corked.write(b"x" * FLUSH_AT)
+        assert sends == [b"head" + b"x" * FLUSH_AT]  # at once, not at the end of the turn
 
     _with_corked(body)
 
