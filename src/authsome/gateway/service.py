@@ -225,7 +225,8 @@ def _serve(config: GatewayConfig, log: EventLog, worker: WorkerChannel | None = 
     if config.tell_failure is not None:  # every process serving a shared store counts the others' wrong credentials
         limiter.on_failed = config.tell_failure  # (heard through config.watch: see _Replicated.heard)
     elif worker is not None:  # the other workers count this worker's wrong credentials, and it theirs
-        limiter.on_failed, worker.heard_failure = worker.failed, limiter.heard
+        limiter.on_failed = worker.failed
+        worker.hear_failures(limiter.heard)
     authenticator = kind(lookup, config.routes_for, limiter=limiter, on_denied=log.denied)
     runs.on_drop = authenticator.forget
     ready = threading.Event()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 SYNC_TIMEOUT = 60.0
 BACKLOG = 1024  # the shared accept queue's length
+MAX_EARLY_FAILURES = 100_000  # wrong credentials a new worker keeps before it can count them
 HINT = "a worker is started by `authsome gateway serve --workers N`, not by hand"
 
 
@@ -85,7 +86,9 @@ class WorkerChannel:
         self.runs = RunAgents()
         self.synced = threading.Event()
         self.flush: Callable[[], None] | None = None  # the audit trail's: a run's records on disk before it is told
-        self.heard_failure: Callable[[str], None] | None = None  # a wrong credential another worker saw
+        self._heard_failure: Callable[[str], None] | None = None  # a wrong credential another worker saw
+        self._early_failures: list[str] = []  # heard before the proxy core was there to count them
+        self._failures_lock = threading.Lock()
         try:
             self.channel = Channel(socket.socket(fileno=link.channel_fd), "worker")
         except OSError:
@@ -111,6 +114,15 @@ class WorkerChannel:
     def serving(self, port: int) -> None:
         self.channel.send({"op": "serving", "pid": os.getpid(), "port": port})
 
+    def hear_failures(self, heard: Callable[[str], None]) -> None:
+        """From now on, ``heard(address)`` for each wrong credential another worker saw (and at once for those the
+        supervisor told before: a new worker hears of the failures still counted before it serves)."""
+        with self._failures_lock:
+            self._heard_failure = heard
+            early, self._early_failures = self._early_failures, []
+        for address in early:
+            heard(address)
+
     def failed(self, address: str) -> None:
         """A wrong proxy credential from ``address`` here: the other workers count it too (via the supervisor)."""
         self.channel.send({"op": "failed", "address": address})
@@ -125,8 +137,8 @@ class WorkerChannel:
                 self.synced.set()
                 continue
             if op == "failed":  # (not acknowledged: nobody waits for it)
-                if self.heard_failure is not None and isinstance(message.get("address"), str):
-                    self.heard_failure(message["address"])
+                if isinstance(message.get("address"), str):
+                    self._hear_failure(message["address"])
                 continue
             # A malformed change is acknowledged all the same (nobody must wait for it); RuntimeError: the
             # authenticator's cache changed while a dropped agent was swept from it (from this thread).
@@ -135,6 +147,15 @@ class WorkerChannel:
             self.channel.send({"op": "ack"})
         self.stop.set()  # the supervisor is gone: finish what is under way, then exit
         self.synced.set()
+
+    def _hear_failure(self, address: str) -> None:
+        with self._failures_lock:
+            heard = self._heard_failure
+            if heard is None:
+                if len(self._early_failures) < MAX_EARLY_FAILURES:
+                    self._early_failures.append(address)
+                return
+        heard(address)
 
     def _apply(self, op: object, message: Mapping[str, Any]) -> None:
         if op == "add":

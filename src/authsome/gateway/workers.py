@@ -22,7 +22,8 @@ What the workers share needs no help from here: the store serialises refreshes a
 then a refresh only if still needed), and the audit trail is appended under its own lock with the chain's last
 record re-read each time, so every process extends the same chain. Wrong proxy credentials are counted by every
 worker: each tells the supervisor of its own, which passes them on to the others, so an address locked out by one
-worker is locked out by all (give or take the attempts in flight while the news travels).
+worker is locked out by all (give or take the attempts in flight while the news travels). The supervisor counts them
+too, and tells a worker it starts (a replacement) of the failures still counted.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from authsome.gateway.channel import Channel, encode_agent, encode_options
 from authsome.gateway.events import EventLog
 from authsome.gateway.runs import ControlServer, RunAgents, RunSession
 from authsome.gateway.worker import BACKLOG
+from authsome.proxy.auth import FailureLimiter
 from authsome.store.agents import Agent, Rights
 
 if TYPE_CHECKING:
@@ -129,6 +131,7 @@ class Pool:
         self._changed = threading.Condition()
         self._pause: dict[int, float] = {}
         self._not_before: dict[int, float] = {}
+        self.failures = FailureLimiter()  # every worker's wrong credentials, for the workers started later
 
     # -- starting ------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -181,6 +184,9 @@ class Pool:
             worker.channel.send({"op": "options", "options": self.options})
             for message in self.snapshot():
                 self._send(worker, message)
+            for address, count in self.failures.counted().items():  # a replacement refuses whom the others refuse
+                for _ in range(count):
+                    worker.channel.send({"op": "failed", "address": address})
             worker.channel.send({"op": "synced"})
             self.workers[index] = worker
         threading.Thread(target=self._listen, args=(worker,), name=f"authsome-worker-{index}", daemon=True).start()
@@ -231,17 +237,19 @@ class Pool:
             elif op == "line" and isinstance(message.get("message"), dict):
                 self.on_line(str(message.get("agent")), message["message"])
             elif op == "failed" and isinstance(message.get("address"), str):
-                self._tell_others(worker, {"op": "failed", "address": message["address"]})
+                self._tell_others(worker, message["address"])
         with self._changed:
             worker.alive = False
             self._changed.notify_all()
 
-    def _tell_others(self, source: Worker, message: Mapping[str, Any]) -> None:
-        """Pass a worker's wrong-credential count on to the others (no acknowledgement: nobody waits for it)."""
+    def _tell_others(self, source: Worker, address: str) -> None:
+        """Count a worker's wrong credential here and pass it on to the other workers (no acknowledgement: nobody
+        waits for it). Under the spawning lock: a worker being started hears of it once, counted or passed on."""
         with self._lock:
+            self.failures.heard(address)
             others = [w for w in self.workers.values() if w is not source and w.alive]
         for worker in others:
-            worker.channel.send(message)
+            worker.channel.send({"op": "failed", "address": address})
 
     # -- tending -------------------------------------------------------------------------------------------------
     def tend(self) -> None:

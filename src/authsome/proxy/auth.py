@@ -196,6 +196,14 @@ class FailureLimiter:
                 self._forget(now)
             self._buckets[address] = (max(0.0, level - 1), now)
 
+    def counted(self) -> dict[str, int]:
+        """The failures each address still has counted against it (rounded up; full buckets left out): what another
+        limiter needs to :meth:`heard` to refuse the same addresses."""
+        now = self.clock()
+        with self._lock:
+            levels = {address: self._level(address, now) for address in self._buckets}
+        return {address: math.ceil(self.burst - level) for address, level in levels.items() if level < self.burst}
+
     def _forget(self, now: float) -> None:
         """Drop the addresses whose bucket is full again (they are as good as new); the oldest half if none is."""
         full = [a for a in self._buckets if self._level(a, now) >= self.burst]

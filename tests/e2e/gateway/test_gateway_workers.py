@@ -188,14 +188,8 @@ def test_an_address_locked_out_by_one_worker_is_locked_out_by_every_worker(
 ) -> None:
     gateway, (first, second) = started(start_gateway)
     alice = gateway.agent("alice", "--provider", "openai")
-    env = client_env(gateway.agent_env("alice", alice))
-    base = f"127.0.0.1:{gateway.port}"
+    connect_status = _connect_as_alice(gateway, alice)
     tls_server.seen.clear()
-
-    def connect_status(token: str) -> str:
-        """The status of the CONNECT for api.openai.com as alice with ``token`` (curl's own connection each time)."""
-        argv = curl(OPENAI_MODELS, "-s", "-x", f"http://alice:{token}@{base}", "-w", " %{http_connect}")
-        return run_client(argv, env).out.split()[-1]
 
     # ten wrong tokens, all taken by the first worker (the second is stopped meanwhile): the tenth locks the address
     os.kill(second, signal.SIGSTOP)
@@ -214,6 +208,41 @@ def test_an_address_locked_out_by_one_worker_is_locked_out_by_every_worker(
     locked = events(gateway, lambda e: e.get("event") == "denied" and e.get("status") == 429, 1)
     assert [e["worker_pid"] for e in locked] == [second]
     assert tls_server.seen == []  # no request went upstream
+
+
+def _connect_as_alice(gateway: Gateway, right_token: str) -> Callable[[str], str]:
+    """``connect_status(token)``: the status of the CONNECT for api.openai.com as alice with ``token`` (curl's own
+    connection each time)."""
+    env = client_env(gateway.agent_env("alice", right_token))
+    base = f"127.0.0.1:{gateway.port}"
+
+    def connect_status(token: str) -> str:
+        argv = curl(OPENAI_MODELS, "-s", "-x", f"http://alice:{token}@{base}", "-w", " %{http_connect}")
+        return run_client(argv, env).out.split()[-1]
+
+    return connect_status
+
+
+def test_workers_started_after_a_lockout_refuse_the_address_too(
+    start_gateway: StartGateway, tls_server: StandIn
+) -> None:
+    gateway, old = started(start_gateway)
+    alice = gateway.agent("alice", "--provider", "openai")
+    connect_status = _connect_as_alice(gateway, alice)
+    assert [connect_status("guess") for _ in range(10)] == ["407"] * 10
+    assert connect_status(alice) == "429"
+
+    for pid in old:  # both workers die; the supervisor starts two new ones
+        os.kill(pid, signal.SIGKILL)
+    new = [
+        e["worker_pid"]
+        for e in events(gateway, lambda e: e.get("action") == "serving" and e["worker_pid"] not in old, 2)
+    ]
+    assert len(new) == 2
+    assert connect_status(alice) == "429"  # they heard of the guesses from the supervisor
+    locked = events(gateway, lambda e: e.get("event") == "denied" and e.get("status") == 429, 2)
+    assert locked[-1]["worker_pid"] in new
+    assert tls_server.seen == []
 
 
 def _gone(pid: int) -> bool:

@@ -174,6 +174,22 @@ def test_limiter_tells_of_its_own_failures_and_counts_those_it_hears_of() -> Non
     assert told == ["10.0.0.1"] and limiter.blocked("10.0.0.1") == 10
 
 
+def test_what_a_limiter_counted_makes_another_refuse_the_same_addresses() -> None:
+    clock = Clock()
+    limiter = FailureLimiter(burst=3, refill=10, clock=clock)
+    for address in ("10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2"):
+        limiter.failed(address)
+    clock.now += 5  # half a failure refilled: still counted as a whole one
+    assert limiter.counted() == {"10.0.0.1": 3, "10.0.0.2": 1}
+    other = FailureLimiter(burst=3, refill=10, clock=clock)
+    for address, count in limiter.counted().items():
+        for _ in range(count):
+            other.heard(address)
+    assert other.blocked("10.0.0.1") == 10 and other.blocked("10.0.0.2") is None
+    clock.now += 30  # every bucket full again: nothing left to tell
+    assert limiter.counted() == {}
+
+
 def test_agents_never_reach_the_gateway_hosts_own_addresses() -> None:
     auth, _, _, _, _ = make(agent())
     who = auth.authenticate(basic("alice", TOKEN), None)
