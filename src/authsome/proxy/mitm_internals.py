@@ -254,8 +254,8 @@ def _hook_dispatch() -> type:
     mitmproxy asks every addon about every event — some 25 events per intercepted connection, plus an ``update`` after
     each flow event — entering a context manager and a coroutine for each addon even when it has no such hook. Here
     each event name maps to the (addon, hook) pairs of the current chain, found once with mitmproxy's own lookup and
-    found again whenever the chain changes. Hooks run in chain order, an addon's error is logged as mitmproxy logs it,
-    and ``AddonHalt`` still stops the chain.
+    found again whenever the chain changes. Hooks run in chain order, an addon's error is logged as mitmproxy logs it
+    (its ``safecall``, entered only when a hook raised), and ``AddonHalt`` still stops the chain.
     """
     from mitmproxy import addonmanager, exceptions, flow, hooks
 
@@ -300,14 +300,18 @@ def _hook_dispatch() -> type:
             return found
 
         async def trigger_event(self, event: hooks.Hook) -> None:
-            for _addon, func in self._found(event):
+            found = self._found(event)
+            args = event.args() if found else ()
+            for _addon, func in found:
                 try:
-                    with addonmanager.safecall():
-                        result = func(*event.args())
-                        if result is not None and inspect.isawaitable(result):
-                            await result
+                    result = func(*args)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
                 except exceptions.AddonHalt:
                     return
+                except Exception:  # logged by mitmproxy's own safecall (entered only now: it costs on every call)
+                    with addonmanager.safecall():
+                        raise
 
     _UPDATE = hooks.UpdateHook([])
     return HookDispatch
