@@ -277,13 +277,11 @@ def watch(
         listener.stop()
 
 
-def failure_teller(
-    url: str | None, profile: str, *, on_error: Callable[[BaseException], None] | None = None
-) -> Callable[[str], None] | None:
+def failure_teller(url: str | None, profile: str) -> Callable[[str], None] | None:
     """With a shared store: ``tell(address)``, which lets every other process serving ``profile`` from it count a
     wrong proxy credential this one saw (heard through :func:`watch`); returns at once. None with this machine's."""
     if not url:
         return None
     from authsome.store import pg
 
-    return pg.changes.FailureTeller(pg.database(check_url(url)), profile, on_error=on_error).tell
+    return pg.changes.FailureTeller(pg.database(check_url(url)), profile).tell

@@ -10,7 +10,7 @@ from tests.pg import pg_server, pg_url  # noqa: F401  (registers the fixtures)
 
 from authsome.store import pg
 from authsome.store.backend import failure_teller, watch
-from authsome.store.pg.changes import FAILURES
+from authsome.store.pg.changes import FAILURES, ORIGIN
 
 WAIT = 10.0
 
@@ -28,7 +28,10 @@ def test_another_process_s_failures_are_heard_and_this_one_s_are_not(pg_url: str
     try:
         tell = failure_teller(pg_url, "default")
         assert tell is not None
-        tell("10.0.0.7")  # this process's own: already counted here
+        with psycopg.connect(pg_url, autocommit=True) as spy:  # sees every notification, this process's own too
+            spy.execute(f"LISTEN {FAILURES}")
+            tell("10.0.0.7")  # this process's own: already counted here
+            assert next(spy.notifies(timeout=WAIT)).payload == f"default:{ORIGIN}:10.0.0.7"  # sent before the others
         with psycopg.connect(pg_url, autocommit=True) as conn:  # as another replica sends it
             for payload in ("default:0123456789abcdef:10.0.0.8", "work:0123456789abcdef:10.0.0.9", "garbage"):
                 conn.execute("SELECT pg_notify(%s, %s)", (FAILURES, payload))

@@ -15,7 +15,7 @@ Notifications are best effort: one sent while a replica was not listening is not
 
 from __future__ import annotations
 
-import os
+import contextlib
 import queue
 import secrets
 import threading
@@ -39,7 +39,7 @@ class Change:
     kind: str  # "provider" | "record" | "all" | "failure"
     profile: str | None = None
     name: str = ""  # the provider's name, the record's key (or key prefix, for a removal by prefix), or an address
-    origin: str = ""  # for a failure: the process that saw it (see origin())
+    origin: str = ""  # for a failure: the process that saw it (its ORIGIN)
 
 
 EVERYTHING = Change("all")
@@ -67,12 +67,7 @@ def parse(payload: str) -> Change:
     return EVERYTHING
 
 
-_ORIGINS: dict[int, str] = {}
-
-
-def origin() -> str:
-    """This process's name on the failures channel (a random token, new in each process)."""
-    return _ORIGINS.setdefault(os.getpid(), secrets.token_hex(8))
+ORIGIN = secrets.token_hex(8)  # this process's name on the failures channel (each gateway process is started afresh)
 
 
 def parse_failure(payload: str) -> Change | None:
@@ -86,32 +81,22 @@ def parse_failure(payload: str) -> Change | None:
 
 class FailureTeller:
     """Tells the other replicas of each wrong credential this process counted, on a daemon thread of its own (the
-    proxy's thread never waits for the database). A failure that cannot be sent is dropped and reported."""
+    proxy's thread never waits for the database). A failure that cannot be sent counts only where it was made."""
 
-    def __init__(self, db: Database, profile: str, *, on_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, db: Database, profile: str) -> None:
         self.db = db
         self.profile = profile
-        self.on_error = on_error
         self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._guard = threading.Lock()
+        threading.Thread(target=self._run, name="authsome-failures", daemon=True).start()
 
     def tell(self, address: str) -> None:
-        with self._guard:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="authsome-failures", daemon=True)
-                self._thread.start()
         self._queue.put(address)
 
     def _run(self) -> None:
         while True:
             address = self._queue.get()
-            try:
-                with self.db.connection() as conn:
-                    conn.execute("SELECT pg_notify(%s, %s)", (FAILURES, f"{self.profile}:{origin()}:{address}"))
-            except Exception as exc:  # the database is out of reach: this failure counts here only
-                if self.on_error is not None:
-                    self.on_error(exc)
+            with contextlib.suppress(Exception), self.db.connection() as conn:  # out of reach: dropped
+                conn.execute("SELECT pg_notify(%s, %s)", (FAILURES, f"{self.profile}:{ORIGIN}:{address}"))
 
 
 class Listener:
@@ -155,7 +140,7 @@ class Listener:
     def _hear(self, channel: str, payload: str) -> None:
         if channel != FAILURES:
             self._tell(parse(payload))
-        elif (failure := parse_failure(payload)) is not None and failure.origin != origin():
+        elif (failure := parse_failure(payload)) is not None and failure.origin != ORIGIN:
             self._tell(failure)
 
     def _tell(self, change: Change) -> None:
