@@ -147,7 +147,9 @@ class Injector:
         self._cache.clear()
 
     # -- requests ------------------------------------------------------------------------------------------------
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Decide, and inject or refuse. Returns an awaitable only when the credential must be fetched (not cached):
+        mitmproxy then waits for it before it sends the request on."""
         request = flow.request
         if flow.response is not None:  # refused before us: unknown (407), or an agent kept off this host (audited)
             if flow.metadata.get(REFUSED) == "destination_forbidden":
@@ -155,7 +157,7 @@ class Injector:
                 reason = f"destination_forbidden: {LOCAL_REFUSAL}"
                 record = RequestRecord("refused", request.method, *where, path_only(request.path), reason=reason)
                 self._note(flow, record)
-            return
+            return None
         flow.metadata[_START] = time.monotonic()
         names = {name.lower() for name, _ in request.headers.fields}  # (one pass; most requests have none of these)
         if any(name.startswith(b"proxy-") for name in names):
@@ -167,14 +169,14 @@ class Injector:
         if target is None or request.scheme != "https":
             where = split_authority(request.pretty_host, request.port) or (request.pretty_host, request.port)
             self._passthrough(flow, where, "plain-http" if request.scheme == "http" else "not-tunnelled")
-            return
+            return None
         principal = _principal(flow)
         router = principal.router if principal is not None else self.router  # an agent's own routes at the gateway
         decision = router.route("https", target[0], target[1], request.path)
         failure = self._upstream_failure(flow)
         if failure is not None:
             self._upstream_failed(flow, target, decision, failure)
-            return
+            return None
         if isinstance(decision, Ambiguous):
             self.reporter.warn(decision.message)
             self._note(
@@ -191,9 +193,19 @@ class Injector:
         elif isinstance(decision, NoMatch):
             self._passthrough(flow, target, decision.reason)
         else:
-            await self._inject(flow, target, decision, chosen, overrides)
+            fetching = self._inject(flow, target, decision, chosen, overrides)
+            if fetching is not None:
+                return self._stream_request_after(fetching, flow, target)
+        self._stream_request(flow, target)
+        return None
+
+    def _stream_request(self, flow: http.HTTPFlow, target: Address) -> None:
         if flow.response is None and target[0] != ONBOARDING_HOST:
-            request.stream = True  # uploads go through without being buffered
+            flow.request.stream = True  # uploads go through without being buffered
+
+    async def _stream_request_after(self, fetching: Awaitable[None], flow: http.HTTPFlow, target: Address) -> None:
+        await fetching
+        self._stream_request(flow, target)
 
     def responseheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         """Stream the response (see :meth:`_stream`). With a trail shared by replicas, the answer (every answer passes
@@ -258,9 +270,11 @@ class Injector:
         self._connect_errors.pop(client.id, None)
 
     # -- decisions -----------------------------------------------------------------------------------------------
-    async def _inject(
+    def _inject(
         self, flow: http.HTTPFlow, target: Address, match: Match, chosen: str | None, overrides: list[str]
-    ) -> None:
+    ) -> Awaitable[None] | None:
+        """Check the request, then inject the connection's headers: at once when they are cached, else in the
+        awaitable returned (the credential is fetched on a worker thread)."""
         request = flow.request
         connection = match.connection
         if chosen is not None:
@@ -275,7 +289,7 @@ class Injector:
                     f"{CONNECTION_HEADER} {chosen!r} is not a connection name",
                     "use lowercase letters, digits, '-' or '_'",
                 )
-                return
+                return None
             connection = chosen
         principal = _principal(flow)
         if principal is not None and not principal.may_use(match.provider, connection):
@@ -290,7 +304,7 @@ class Injector:
                 f"give it that connection: `authsome agent create {principal.name} --force --connection "
                 f"{match.provider}={connection} …` (with the rest of its rights)",
             )
-            return
+            return None
         mismatch = self._mismatch(flow, target)
         if mismatch:
             self._refuse(
@@ -303,7 +317,7 @@ class Injector:
                 mismatch,
                 f"send the request to {target[0]} in the CONNECT, the TLS SNI and the Host header alike",
             )
-            return
+            return None
         policy = principal.policy if principal is not None else self.policy
         verdict = policy.check(match.provider, connection, request.method, path_only(request.path), overrides)
         if not verdict.allowed:
@@ -317,9 +331,16 @@ class Injector:
                 f"{verdict.reason} (rules from {policy.source})",
                 "widen --allow / --policy if this request is intended",
             )
-            return
+            return None
+        cached = self._cached_headers(match.provider, connection)
+        if cached is None:
+            return self._inject_fetched(flow, target, match, connection)
+        self._add_headers(flow, target, match, connection, cached)
+        return None
+
+    async def _inject_fetched(self, flow: http.HTTPFlow, target: Address, match: Match, connection: str) -> None:
         try:
-            headers = await self._headers(match.provider, connection)
+            headers = await self._fetch_headers(match.provider, connection)
         except AuthsomeError as exc:
             command = fix_command(match.provider, connection, exc)
             fix = command or exc.hint or "run `authsome doctor`"
@@ -347,6 +368,12 @@ class Injector:
                 "run again with --verbose, or check `authsome doctor`",
             )
             return
+        self._add_headers(flow, target, match, connection, headers)
+
+    def _add_headers(
+        self, flow: http.HTTPFlow, target: Address, match: Match, connection: str, headers: Mapping[str, str]
+    ) -> None:
+        request = flow.request
         for name, value in headers.items():
             request.headers[name] = value  # replaces the child's placeholder header of the same name
         flow.metadata[_SECRETS] = secrets_of(headers.values())
@@ -365,13 +392,16 @@ class Injector:
             ),
         )
 
-    async def _headers(self, provider: str, connection: str) -> Mapping[str, str]:
-        """``headers_for`` on a worker thread, its answer reused for ``credential_ttl`` seconds (errors never are)."""
-        key = (provider, connection)
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < self.credential_ttl:
+    def _cached_headers(self, provider: str, connection: str) -> Mapping[str, str] | None:
+        """The connection's headers from ``headers_for`` within the last ``credential_ttl`` seconds, or None."""
+        cached = self._cache.get((provider, connection))
+        if cached is not None and time.monotonic() - cached[0] < self.credential_ttl:
             return cached[1]
+        return None
+
+    async def _fetch_headers(self, provider: str, connection: str) -> Mapping[str, str]:
+        """``headers_for`` on a worker thread, its answer kept for ``credential_ttl`` seconds (errors never are)."""
+        key = (provider, connection)
         headers = await asyncio.get_running_loop().run_in_executor(self._pool, self.headers_for, provider, connection)
         if self.credential_ttl > 0:
             self._cache[key] = (time.monotonic(), dict(headers))

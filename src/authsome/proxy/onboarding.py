@@ -6,6 +6,7 @@ time, so it is imported when somebody asks for the page rather than on every ``a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from mitmproxy import ctx, http
@@ -19,10 +20,13 @@ class LazyOnboarding:
     def __init__(self) -> None:
         self._app: Any = None
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         request = flow.request
         if flow.response is not None or request.scheme != "http" or request.pretty_host != APP_HOST:
-            return  # the page is served over plain HTTP only: no HTTPS tunnel to mitm.it is intercepted
+            return None  # the page is served over plain HTTP only: no HTTPS tunnel to mitm.it is intercepted
+        return self._serve(flow)
+
+    async def _serve(self, flow: http.HTTPFlow) -> None:
         if self._app is None:
             from mitmproxy.addons.asgiapp import WSGIApp
             from mitmproxy.addons.onboardingapp import app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from mitmproxy import exceptions, hooks, options
@@ -132,3 +133,67 @@ def test_a_flow_event_is_followed_by_update_for_an_addon_that_has_that_hook() ->
 
     run_async(main(RequestOnly(calls)))
     assert calls == ["request", "request", "request", "update(1)"]
+
+
+class Intercepting:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def request(self, flow: Any) -> None:
+        self.calls.append("intercept")
+        flow.intercept()
+
+
+class SecondRequest(RequestOnly):
+    def request(self, flow: object) -> None:
+        self.calls.append("second request")
+
+
+class BrokenRequest:
+    def request(self, flow: object) -> None:
+        raise ValueError("addon bug in place")
+
+
+def _in_place(addons: tuple[object, ...]) -> tuple[bool, Any, Any]:
+    """run_in_place on a request hook, then what mitmproxy's hook task would do (handle_lifecycle)."""
+    from mitmproxy.proxy.layers.http import HttpRequestHook
+    from mitmproxy.test import tflow
+
+    async def main() -> tuple[bool, Any, Any]:
+        dispatch = install_hook_dispatch(Master(options.Options()))
+        dispatch.add(*addons)
+        flow = tflow.tflow()
+        hook = HttpRequestHook(flow)
+        done = dispatch.run_in_place(hook)
+        if not done:
+            await dispatch.handle_lifecycle(hook)
+        return done, flow, dispatch
+
+    return run_async(main())
+
+
+def test_in_place_a_chain_of_plain_hooks_is_done_at_once() -> None:
+    calls: list[str] = []
+    done, _, _ = _in_place((RequestOnly(calls), Recorder("running", calls), SecondRequest(calls)))
+    assert (done, calls) == (True, ["request", "second request"])
+
+
+def test_in_place_an_update_hook_in_the_chain_leaves_the_event_to_its_task() -> None:
+    calls: list[str] = []
+    done, _, _ = _in_place((RequestOnly(calls), FlowWatcher(calls)))
+    assert (done, calls) == (False, ["request", "request", "update(1)"])  # each once, in mitmproxy's order
+
+
+def test_in_place_an_intercepted_flow_waits_in_its_task_without_running_the_hooks_again() -> None:
+    calls: list[str] = []
+    done, flow, _ = _in_place((Intercepting(calls), RequestOnly(calls)))
+    assert (done, calls, flow.intercepted) == (False, ["intercept", "request"], True)
+
+
+@pytest.mark.addon_error_expected
+def test_in_place_an_addon_error_is_logged_and_the_others_still_run(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    with caplog.at_level(logging.ERROR):
+        done, _, _ = _in_place((BrokenRequest(), RequestOnly(calls)))
+    assert (done, calls) == (True, ["request"])
+    assert "Addon error: addon bug in place" in caplog.text

@@ -116,9 +116,11 @@ class Rig:
         return flow
 
     def request(self, flow: http.HTTPFlow) -> http.HTTPFlow:
-        # on a thread of its own: another test's fixture (a browser session) may own this thread's event loop
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, self.injector.requestheaders(flow)).result()
+        fetching = self.injector.requestheaders(flow)  # an awaitable only when the credential is not cached
+        if fetching is not None:
+            # on a thread of its own: another test's fixture (a browser session) may own this thread's event loop
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, fetching).result()
         return flow
 
     def finish(self, flow: http.HTTPFlow) -> None:
