@@ -7,6 +7,7 @@ each against the installed mitmproxy, and CI runs them on both lines it installs
 * :func:`load_mitmproxy` — ``mitmproxy.addons`` is imported without its package ``__init__`` (which imports every
   addon, a web framework and an LDAP client); modules a run never uses (:data:`DEFERRED_MODULES`, and the pyparsing
   grammar of ``mitmproxy.command_lexer``) run their bodies on first use.
+* ``http.Headers``' look-ups and ``proxy.context.Context.fork`` are made cheaper, with the same results.
 * ``http.MessageData.__post_init__`` and ``proxy.utils.expect``'s event checks (type checks that exist only without
   ``-O``) are skipped, and so is ``utils.asyncio_utils.set_task_debug_info``'s look-up of ``PYTEST_CURRENT_TEST``.
 * ``HttpUpstreamProxy.on_handshake_error`` keeps a chained proxy's refusal on the server connection.
@@ -14,9 +15,9 @@ each against the installed mitmproxy, and CI runs them on both lines it installs
 * :func:`connection_handler` — each proxy server's ``handle_stream``, the per-connection entry point the front door
   hands connections to in-process.
 * :func:`install_hook_dispatch` — ``AddonManager``'s ``chain``, ``_iter_hooks``, ``_configure_all`` and
-  ``handle_lifecycle``; ``proxy.layers.http.HttpStream._handle_event`` (a wrapper runs a request's hooks in place),
-  ``Context.options`` (the layers find the dispatcher there) and ``ProxyConnectionHandler.handle_hook`` (it awaits
-  ``handle_lifecycle``, then the flow's resume).
+  ``handle_lifecycle``; the ``_handle_event`` of ``HttpStream``, ``NextLayer`` and ``TunnelLayer`` (a wrapper runs
+  their hooks in place), ``Context.options`` (where the layers find the dispatcher) and
+  ``ProxyConnectionHandler.handle_hook`` (it awaits ``handle_lifecycle``, then the flow's resume).
 
 (:func:`authsome.proxy.tls.tls_addon` subclasses the ``TlsConfig`` addon and overrides its ``get_cert`` and
 ``running``: an addon's own methods rather than the core's.)
@@ -117,6 +118,8 @@ def load_mitmproxy() -> None:
     """Make ``mitmproxy.addons`` importable without its eager ``__init__`` (idempotent)."""
     defer_unused_imports()
     _skip_message_type_checks()
+    _one_pass_header_lookups()
+    _fork_contexts_without_a_new_server()
     _skip_event_type_checks()
     _skip_test_names_in_tasks()
     _keep_upstream_proxy_errors()
@@ -145,6 +148,65 @@ def _skip_message_type_checks() -> None:
 
     if "__post_init__" in vars(http.MessageData):
         http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
+
+
+def _one_pass_header_lookups() -> None:
+    """``http.Headers`` look-ups (``get``, ``[]``, ``in``, ``get_all``) in one pass over the fields, same results.
+
+    mitmproxy's go from ``Mapping.get`` to ``__getitem__`` to ``get_all``, two name conversions and a static method
+    call per field; its HTTP layers read a request's and a response's headers about ten times (body size, keep-alive,
+    validation): about a tenth of a keep-alive request. A name that is neither ``str`` nor ``bytes`` goes to
+    mitmproxy's own ``get_all`` (and its error).
+    """
+    from mitmproxy import http
+
+    headers: Any = http.Headers
+    if "_authsome_one_pass" in vars(headers):
+        return
+    original_get_all = headers.get_all
+
+    def get_all(self: Any, name: Any) -> list[str]:
+        if isinstance(name, str):
+            key = name.encode("utf-8", "surrogateescape").lower()
+        elif isinstance(name, bytes):
+            key = name.lower()
+        else:
+            return list(original_get_all(self, name))
+        return [value.decode("utf-8", "surrogateescape") for field, value in self.fields if field.lower() == key]
+
+    def get(self: Any, name: Any, default: Any = None) -> Any:
+        values = get_all(self, name)
+        return ", ".join(values) if values else default
+
+    def __getitem__(self: Any, name: Any) -> str:
+        values = get_all(self, name)
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
+
+    def __contains__(self: Any, name: Any) -> bool:
+        return bool(get_all(self, name))
+
+    headers.get_all, headers.get, headers.__getitem__, headers.__contains__ = get_all, get, __getitem__, __contains__
+    headers._authsome_one_pass = True
+
+
+def _fork_contexts_without_a_new_server() -> None:
+    """``Context.fork`` (once per request) without making a ``connection.Server`` (and its uuid4) it then drops."""
+    from mitmproxy.proxy import context
+
+    cls: Any = context.Context
+    if "_authsome_fork" in vars(cls):
+        return
+
+    def fork(self: Any) -> Any:
+        forked = cls.__new__(cls)
+        forked.client, forked.options, forked.server = self.client, self.options, self.server
+        forked.layers = self.layers.copy()
+        return forked
+
+    cls.fork = fork
+    cls._authsome_fork = True
 
 
 def _skip_event_type_checks() -> None:
@@ -248,30 +310,35 @@ def install_hook_dispatch(master: Any) -> Any:
     master.options.changed.disconnect(previous._configure_all)
     master.addons = dispatch = _hook_dispatch()(master)
     vars(master.options)[_DISPATCH] = dispatch  # (not an option: options refuse unknown names once made)
-    _run_stream_hooks_in_place()
+    _run_hooks_in_place()
     return dispatch
 
 
 _DISPATCH = "_authsome_hook_dispatch"
 
 
-def _run_stream_hooks_in_place() -> None:
-    """Have each HTTP request's hooks run where its layer asks for them, rather than in a task of their own.
+def _run_hooks_in_place() -> None:
+    """Have the hooks mitmproxy's layers ask for run where they ask, rather than in a task each.
 
-    mitmproxy hands every hook a layer asks for (``requestheaders``, ``request``, ``responseheaders``, ``response``:
-    four per request) to a new task, and the reply then travels down the whole layer stack again: about a sixth of a
-    keep-alive request's time each. Here the dispatcher runs the hooks at once (:meth:`run_in_place`) and the layer
-    goes on with mitmproxy's reply to a hook (None); a hook that must wait (it returned an awaitable), an intercepted
-    flow, or an ``update`` hook in the chain still go the usual way, so nothing an addon sees changes but the timing.
-    Only the stream's own hooks are taken (``blocking is True``), not those its child layers already paused for.
+    mitmproxy hands every hook a layer asks for to a new task, and the reply then travels down the whole layer stack
+    again: for a keep-alive request (``requestheaders``, ``request``, ``responseheaders``, ``response``) that was a
+    fifth of its time; a new intercepted connection has about ten more (``next_layer``, the TLS and CONNECT hooks).
+    Here the dispatcher runs the hooks at once (:meth:`run_in_place`) and the layer goes on with mitmproxy's reply to
+    a hook (None); a hook that must wait (it returned an awaitable), an intercepted flow, or an ``update`` hook in the
+    chain still go the usual way, so nothing an addon sees changes but the timing. Only a layer's own hooks are taken
+    (``blocking is True``), not those a child layer has already paused for.
     """
-    from mitmproxy.proxy import commands
+    from mitmproxy.proxy import commands, layer, tunnel
     from mitmproxy.proxy.layers import http
 
-    stream: Any = http.HttpStream
-    if getattr(stream, "_authsome_hooks_in_place", False):
-        return
-    handle_event = stream._handle_event
+    for cls in (http.HttpStream, layer.NextLayer, tunnel.TunnelLayer):  # (TLS and chained-proxy layers are tunnels)
+        if "_authsome_hooks_in_place" not in vars(cls):
+            cls._handle_event = _hooks_in_place(cls._handle_event, commands.StartHook)
+            cls._authsome_hooks_in_place = True
+
+
+def _hooks_in_place(handle_event: Any, start_hook: type) -> Any:
+    """A layer's ``_handle_event`` whose own hooks the master's dispatcher runs in place when it can."""
 
     def _handle_event(self: Any, event: Any) -> Any:
         layer_commands = handle_event(self, event)
@@ -282,14 +349,13 @@ def _run_stream_hooks_in_place() -> None:
             except StopIteration:
                 return
             reply = None
-            if command.blocking is True and isinstance(command, commands.StartHook):
+            if command.blocking is True and isinstance(command, start_hook):
                 dispatch = vars(self.context.options).get(_DISPATCH)
                 if dispatch is not None and dispatch.run_in_place(command):
                     continue  # handled: the reply to a hook is None
             reply = yield command
 
-    stream._handle_event = _handle_event
-    stream._authsome_hooks_in_place = True
+    return _handle_event
 
 
 @functools.cache
@@ -302,7 +368,7 @@ def _hook_dispatch() -> type:
     found again whenever the chain changes. Hooks run in chain order, an addon's error is logged as mitmproxy logs it
     (its ``safecall``, entered only when a hook raised), and ``AddonHalt`` still stops the chain.
 
-    A request's hooks may also start in place (:meth:`run_in_place`): the chain runs until a hook returns an
+    A layer's hooks may also start in place (:meth:`run_in_place`): the chain runs until a hook returns an
     awaitable, and the hook's task (``handle_lifecycle``) awaits that and runs the rest.
     """
     from mitmproxy import addonmanager, exceptions, flow, hooks
@@ -362,7 +428,7 @@ def _hook_dispatch() -> type:
 
         def run_in_place(self, hook: hooks.Hook) -> bool:
             """Run ``hook``'s chain now; True when it is done and mitmproxy need not run it (see
-            :func:`_run_stream_hooks_in_place`). False when its task must go on: a hook returned an awaitable (the
+            :func:`_run_hooks_in_place`). False when its task must go on: a hook returned an awaitable (the
             task awaits it, then the hooks after it), the flow is intercepted (the task waits for its resume), or an
             addon has ``update`` (mitmproxy's order is the hook's, then update's, in the task)."""
             if self._found(_UPDATE):

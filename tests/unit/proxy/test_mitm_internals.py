@@ -49,6 +49,40 @@ print(json.dumps({
 """
 
 
+# Header look-ups and context forks before and after the patches, in one interpreter: the same results.
+SAME_RESULTS = """
+import json
+from mitmproxy import http, options
+from mitmproxy.proxy import context
+from mitmproxy.test import tflow
+headers = http.Headers([(b"Content-Type", b"text/plain"), (b"X-Dup", b"1"), (b"x-dup", b"2"), (b"X-Bin", b"\\xff")])
+def look():
+    out = []
+    for name in ("content-type", "CONTENT-TYPE", b"x-dup", "X-Dup", "x-bin", b"X-BIN", "missing", b"missing", None, 3):
+        for ask in (lambda: headers.get(name), lambda: headers.get(name, "d"), lambda: name in headers,
+                    lambda: headers.get_all(name), lambda: headers[name]):
+            try:
+                out.append(repr(ask()))
+            except Exception as exc:
+                out.append(type(exc).__name__)
+    return out
+ctx = context.Context(tflow.tclient_conn(), options.Options())
+ctx.layers.append("layer")
+def fork():
+    forked = ctx.fork()
+    return sorted(vars(forked)), forked.server is ctx.server, forked.layers == ctx.layers, forked.layers is ctx.layers
+before = (look(), fork())
+from authsome.proxy import mitm_internals
+mitm_internals.load_mitmproxy()
+after = (look(), fork())
+print(json.dumps({
+    "same": before == after,
+    "patched": [vars(http.Headers).get("_authsome_one_pass", 0), vars(context.Context).get("_authsome_fork", 0)],
+    "fork": after[1],
+}))
+"""
+
+
 def _probe(code: str) -> dict[str, object]:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -89,3 +123,11 @@ def test_the_ca_key_loads_through_mitmproxy_with_the_fast_loader(tmp_path: Path)
     store = certs.CertStore.from_store(str(tmp_path), "mitmproxy", 2048)
     entry = store.get_cert("api.openai.com", [])
     assert entry.cert.cn == "api.openai.com"
+
+
+def test_header_look_ups_and_context_forks_give_the_same_results_once_made_cheaper() -> None:
+    assert _probe(SAME_RESULTS) == {
+        "same": True,
+        "patched": [True, True],
+        "fork": [["client", "layers", "options", "server"], True, True, False],
+    }
