@@ -331,7 +331,8 @@ def _run_hooks_in_place() -> None:
     from mitmproxy.proxy import commands, layer, tunnel
     from mitmproxy.proxy.layers import http
 
-    for cls in (http.HttpStream, layer.NextLayer, tunnel.TunnelLayer):  # (TLS and chained-proxy layers are tunnels)
+    classes: tuple[Any, ...] = (http.HttpStream, layer.NextLayer, tunnel.TunnelLayer)  # (TLS layers are tunnels)
+    for cls in classes:
         if "_authsome_hooks_in_place" not in vars(cls):
             cls._handle_event = _hooks_in_place(cls._handle_event, commands.StartHook)
             cls._authsome_hooks_in_place = True
