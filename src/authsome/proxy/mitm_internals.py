@@ -382,7 +382,6 @@ def _hook_dispatch() -> type:
         def __init__(self, master: Any) -> None:
             super().__init__(master)
             self._hooks: dict[str, list[tuple[Any, Any]]] = {}
-            self._begun: dict[int, Awaitable[None] | None] = {}  # id(hook) -> what its task still has to await
 
         def add(self, *addons: Any) -> None:
             self._hooks.clear()
@@ -404,8 +403,9 @@ def _hook_dispatch() -> type:
             addon has that hook, as none of a run's has (it would follow each of a request's four hooks).
 
             For a hook begun in place, only what is left of it."""
-            if id(event) in self._begun:
-                rest = self._begun.pop(id(event))
+            begun = getattr(event, "__dict__", {})
+            if _REST in begun:
+                rest = begun.pop(_REST)
                 if rest is not None:
                     await rest
                 return
@@ -432,7 +432,7 @@ def _hook_dispatch() -> type:
             :func:`_run_hooks_in_place`). False when its task must go on: a hook returned an awaitable (the
             task awaits it, then the hooks after it), the flow is intercepted (the task waits for its resume), or an
             addon has ``update`` (mitmproxy's order is the hook's, then update's, in the task)."""
-            if self._found(_UPDATE):
+            if self._found(_UPDATE) or not hasattr(hook, "__dict__"):
                 return False
             found = self._found(hook)
             args = hook.args() if found else ()
@@ -446,10 +446,10 @@ def _hook_dispatch() -> type:
                     with addonmanager.safecall():
                         raise
                 if result is not None and inspect.isawaitable(result):
-                    self._begun[id(hook)] = self._resume(result, found[index + 1 :], args)
+                    vars(hook)[_REST] = self._resume(result, found[index + 1 :], args)
                     return False
             if args and getattr(args[0], "intercepted", False):
-                self._begun[id(hook)] = None
+                vars(hook)[_REST] = None
                 return False
             return True
 
@@ -476,4 +476,5 @@ def _hook_dispatch() -> type:
                         raise
 
     _UPDATE = hooks.UpdateHook([])
+    _REST = "_authsome_rest"  # on a hook begun in place: what its task still has to await (None: nothing)
     return HookDispatch
